@@ -1,0 +1,57 @@
+// crosstown/binding.hpp - defer from deep inside a synchronous handler.
+//
+// `scope_binding` binds a response scope to the current thread for its lifetime, so code that
+// has no access to the scope can call the free `crosstown::defer(...)` - the C++ counterpart
+// of hendrix's `@crosstown_traffic.follow_response()` decorator:
+//
+//     void handle(request& req, response_scope& scope) {
+//       crosstown::scope_binding bound{scope};
+//       place_calls(req);   // deep inside: crosstown::defer([=] { call(number); });
+//     }
+//
+// Bindings nest: a binding restores the previous one when destroyed. The binding is a
+// thread_local pointer - the one global in crosstown, and optional.
+//
+// Coroutine handlers must not use it: a coroutine can suspend while a binding is alive and
+// resume on another thread, and other requests' coroutines run on this thread meanwhile, so
+// their `defer` calls would land in the wrong scope (breaking invariant I5). Pass the
+// `response_scope&` to coroutines explicitly instead.
+//
+// With no scope bound, `defer` follows `defer_options::if_unbound`: `run_now` (default, as in
+// hendrix: the task runs immediately on this thread, exceptions propagate) or `fail` (throws
+// `no_bound_scope`).
+#pragma once
+
+#include <crosstown/defer_options.hpp>
+#include <crosstown/response_scope.hpp>
+#include <crosstown/task.hpp>
+
+#include <stdexcept>
+
+namespace crosstown {
+
+/// Thrown by `crosstown::defer` with `if_unbound = unbound_policy::fail` and no bound scope.
+class no_bound_scope : public std::logic_error {
+ public:
+  no_bound_scope();
+};
+
+/// RAII: binds `scope` to the calling thread until destroyed. Not movable.
+class scope_binding {
+ public:
+  explicit scope_binding(response_scope& scope) noexcept;
+  scope_binding(const scope_binding&) = delete;
+  scope_binding& operator=(const scope_binding&) = delete;
+  ~scope_binding();
+
+ private:
+  response_scope* previous_;
+};
+
+/// The scope bound to the calling thread, or null.
+response_scope* current_scope() noexcept;
+
+/// Defers `fn` on the bound scope, or applies `options.if_unbound` when none is bound.
+void defer(task fn, defer_options options = {});
+
+}  // namespace crosstown

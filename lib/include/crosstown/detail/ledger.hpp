@@ -1,0 +1,80 @@
+// crosstown/detail/ledger.hpp - not API. A runtime's accounting, shared with its jobs.
+//
+// Counters are relaxed atomics: each is exact on its own; a snapshot is consistent once
+// activity has stopped (after `wait_idle`). `active_` counts tasks handed to an executor and
+// not yet terminal; reaching zero wakes `wait_idle` (notified under `idle_mutex_`, so no
+// wake-up is lost).
+#pragma once
+
+#include <crosstown/job.hpp>
+#include <crosstown/metrics.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+
+namespace crosstown::detail {
+
+class ledger {
+ public:
+  using error_hook = std::function<void(const task_failure&)>;
+  using lost_hook = std::function<void(const task_info&, task_state)>;
+
+  ledger(error_hook on_error, lost_hook on_lost);
+
+  void registered(std::uint64_t n = 1) noexcept { add(registered_, n); }
+  /// A pending task reached a terminal state without being handed over (skipped, cancelled).
+  void settled_pending(task_state state) noexcept { add(terminal_[slot(state)], 1); }
+  /// `n` tasks are about to be handed to executors.
+  void handed_off(std::uint64_t n) noexcept {
+    add(queued_, n);
+    add(active_, n);
+  }
+  /// A job starts running; `was_queued` when it had been counted by `handed_off`.
+  void started(bool was_queued) noexcept {
+    if (was_queued) {
+      sub(queued_, 1);
+    } else {
+      add(active_, 1);
+    }
+    add(in_flight_, 1);
+  }
+  using origin = ledger_origin;
+  /// A job reached a terminal state.
+  void finished(task_state state, origin from) noexcept;
+
+  void report_failure(const task_failure& failure) noexcept;
+  void report_lost(const task_info& info, task_state state) noexcept;
+
+  /// True when nothing is queued or running; false at `deadline`.
+  bool wait_idle(std::chrono::steady_clock::time_point deadline);
+
+  metrics_snapshot snapshot() const noexcept;
+
+ private:
+  static constexpr std::size_t slot(task_state s) noexcept {
+    return static_cast<std::size_t>(s) - static_cast<std::size_t>(task_state::ran);
+  }
+  static void add(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
+    c.fetch_add(n, std::memory_order_relaxed);
+  }
+  static void sub(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
+    c.fetch_sub(n, std::memory_order_relaxed);
+  }
+
+  error_hook on_error_;
+  lost_hook on_lost_;
+  std::atomic<std::uint64_t> registered_{0};
+  std::array<std::atomic<std::uint64_t>, 7> terminal_{};
+  std::atomic<std::uint64_t> queued_{0};
+  std::atomic<std::uint64_t> in_flight_{0};
+  std::atomic<std::uint64_t> active_{0};
+  std::mutex idle_mutex_;
+  std::condition_variable idle_cv_;
+};
+
+}  // namespace crosstown::detail

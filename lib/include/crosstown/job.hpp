@@ -1,0 +1,95 @@
+// crosstown/job.hpp - a released task on its way through an executor.
+//
+// When a response reaches a task's phase and the status allows it, the scope wraps the task
+// in a `job` and hands it, with the other jobs of that response bound for the same executor,
+// to the executor as one `job_batch`. A job knows its identity (`task_info`) and the runtime
+// whose counters it updates, so an executor only has to do one of three things with each job:
+//
+//   - `run()` it, on any thread: the task runs, an exception is caught and reported to the
+//     runtime's error hook with the task's name, and the job counts as `ran` or `failed`;
+//   - `reject()` it (a full queue): counted as `rejected_by_overflow` and reported;
+//   - destroy it without running it (shutdown): counted as `dropped_at_shutdown` and reported.
+//
+// So no executor can lose a task silently (invariant I6). A job is move-only and not
+// thread-safe; `run()` is noexcept. The runtime that released a job must outlive it.
+#pragma once
+
+#include <crosstown/metrics.hpp>
+#include <crosstown/task.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace crosstown {
+
+namespace detail {
+class ledger;
+/// Where a job was when it reached its terminal state.
+enum class ledger_origin : std::uint8_t { unreleased, queued, running };
+}  // namespace detail
+
+/// Who a task is: its request, its position in that request and its optional name.
+struct task_info {
+  std::uint64_t request_id = 0;  ///< runtime-unique id of the response scope (from 1)
+  std::uint32_t index = 0;       ///< registration index within the scope (from 0)
+  std::string_view name;         ///< empty for unnamed tasks
+
+  /// `"send-mail" (request 7, task 2)` or `task 2 of request 7`.
+  std::string describe() const;
+};
+
+std::ostream& operator<<(std::ostream& out, const task_info& info);
+
+/// What the error hook receives when a task throws.
+struct task_failure {
+  task_info task;
+  std::exception_ptr error;  ///< the exception thrown by the task
+  std::string message;       ///< `what()` for std::exception, else "unknown exception"
+};
+
+class job {
+ public:
+  job() noexcept = default;
+  job(task fn, std::uint64_t request_id, std::uint32_t index, std::string name,
+      detail::ledger* ledger) noexcept;
+  job(job&& other) noexcept;
+  job& operator=(job&& other) noexcept;
+  job(const job&) = delete;
+  job& operator=(const job&) = delete;
+  /// A job destroyed before it finished counts as `dropped_at_shutdown`.
+  ~job();
+
+  /// Runs the task on the calling thread and records the outcome. Never throws.
+  void run() noexcept;
+  /// Records that the executor refused the job (`rejected_by_overflow`) and releases it.
+  void reject() noexcept;
+  /// Records that the job will never run (`dropped_at_shutdown`) and releases it.
+  void drop() noexcept;
+
+  /// Internal, called by the hand-off: the job now counts as queued.
+  void mark_handed_off() noexcept { handed_off_ = true; }
+
+  task_info info() const noexcept { return {request_id_, index_, name_}; }
+  /// True once the job has reached a terminal state (or was moved from).
+  bool finished() const noexcept { return ledger_ == nullptr; }
+
+ private:
+  // Where the job counts in the ledger before it runs: queued once handed off.
+  detail::ledger_origin origin() const noexcept;
+
+  task fn_;
+  std::string name_;
+  std::uint64_t request_id_ = 0;
+  std::uint32_t index_ = 0;
+  detail::ledger* ledger_ = nullptr;  // null once finished
+  bool handed_off_ = false;
+};
+
+/// The jobs of one response bound for one executor, in registration order.
+using job_batch = std::vector<job>;
+
+}  // namespace crosstown

@@ -1,0 +1,90 @@
+// crosstown/runtime.hpp - owns the default pool, the hooks and the counters.
+//
+// One runtime per application (or per test). Response scopes are created from it; their tasks
+// run on its pool unless they name another executor. The runtime:
+//   - reports every task that throws to `on_error` with its name; the worker survives and the
+//     task's siblings run;
+//   - reports every task rejected by a full queue or dropped at shutdown to `on_lost`;
+//   - counts every terminal state (invariant I6) - see `metrics()`;
+//   - bounds its pool's queue with an explicit overflow policy;
+//   - `drain(deadline)` waits for queued and running tasks and reports what did not finish.
+//
+// Hooks are called on the thread where the event happens (pool workers included),
+// concurrently; they must be thread-safe and should be quick. A hook that throws is ignored.
+//
+// Destruction: the pool stops accepting work; queued work runs to completion (or, with
+// `shutdown_timeout`, until that timeout, after which what is still queued is dropped - each
+// task counted and reported to `on_lost`, never lost silently). Scopes, connections and
+// executors holding this runtime's tasks must be destroyed before it.
+#pragma once
+
+#include <crosstown/executor.hpp>
+#include <crosstown/metrics.hpp>
+#include <crosstown/thread_pool.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+
+namespace crosstown {
+
+namespace detail {
+class ledger;
+}
+
+struct runtime_options {
+  /// Pool threads; 0 means `std::thread::hardware_concurrency()` (at least 1).
+  std::size_t threads = 0;
+  /// Most unfinished tasks the pool holds; 0 means unbounded.
+  std::size_t queue_capacity = 0;
+  /// What the pool does with tasks beyond `queue_capacity`.
+  overflow_policy overflow = overflow_policy::block;
+  /// Called when a task throws. Empty: a line on stderr.
+  std::function<void(const task_failure&)> on_error{};
+  /// Called when a task is rejected by overflow or dropped at shutdown. Empty: a line on stderr.
+  std::function<void(const task_info&, task_state)> on_lost{};
+  /// How long the destructor lets queued work run before dropping it; empty: no limit.
+  std::optional<std::chrono::steady_clock::duration> shutdown_timeout{};
+};
+
+class runtime {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  explicit runtime(runtime_options options = {});
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+  ~runtime();
+
+  /// The runtime's pool, the executor of tasks that name none.
+  thread_pool& pool() noexcept { return *pool_; }
+
+  /// Counters and gauges now.
+  metrics_snapshot metrics() const;
+
+  /// Waits until no task of this runtime is queued or running on any executor, or until
+  /// `deadline`. Tasks still waiting for their phase in live scopes are not waited for.
+  drain_report drain(clock::time_point deadline);
+  drain_report drain_for(clock::duration timeout) { return drain(clock::now() + timeout); }
+
+  /// Stops the pool: see `thread_pool::shutdown`. Later hand-offs to the pool are dropped.
+  drain_report shutdown(clock::time_point deadline);
+
+  /// Internal: the accounting shared with jobs. Not API.
+  detail::ledger& ledger() noexcept { return *ledger_; }
+  /// Internal: next request id. Not API.
+  std::uint64_t next_request_id() noexcept {
+    return next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::optional<clock::duration> shutdown_timeout_;
+  std::unique_ptr<detail::ledger> ledger_;  // declared before pool_: outlives its jobs
+  std::unique_ptr<thread_pool> pool_;
+  std::atomic<std::uint64_t> next_request_id_{1};
+};
+
+}  // namespace crosstown

@@ -1,0 +1,115 @@
+// crosstown/task.hpp - a move-only, type-erased `void()` callable with inline storage.
+//
+// `task` holds the work an application defers. A callable whose size is at most
+// `task::inline_capacity` (48) bytes, whose alignment is at most that of `std::max_align_t`
+// and which is nothrow-move-constructible is stored inside the task object itself, so
+// deferring it allocates nothing; anything larger is stored on the heap.
+//
+// A task is move-only, like the closures it holds (they may own sockets, promises, ...).
+// Invoking an empty task is a precondition violation. A task is not thread-safe: one thread
+// at a time may use a given task object.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace crosstown {
+
+class task {
+ public:
+  /// Bytes of inline storage; closures up to this size do not allocate.
+  static constexpr std::size_t inline_capacity = 48;
+
+  /// True when a callable of type `F` is stored inline (no heap allocation).
+  template <class F>
+  static constexpr bool stored_inline = sizeof(F) <= inline_capacity &&
+                                        alignof(F) <= alignof(std::max_align_t) &&
+                                        std::is_nothrow_move_constructible_v<F>;
+
+  /// An empty task.
+  task() noexcept = default;
+
+  /// Wraps any callable invocable as `void()` on an lvalue of its decayed type.
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, task> &&
+             std::is_invocable_v<std::decay_t<F>&> &&
+             std::is_constructible_v<std::decay_t<F>, F>)
+  task(F&& fn) {  // NOLINT(google-explicit-constructor): a closure *is* a task
+    using stored = std::decay_t<F>;
+    if constexpr (stored_inline<stored>) {
+      ::new (static_cast<void*>(storage_)) stored(std::forward<F>(fn));
+      ops_ = &inline_ops<stored>;
+    } else {
+      ::new (static_cast<void*>(storage_)) stored*(new stored(std::forward<F>(fn)));
+      ops_ = &heap_ops<stored>;
+    }
+  }
+
+  task(task&& other) noexcept { take(other); }
+
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      reset();
+      take(other);
+    }
+    return *this;
+  }
+
+  task(const task&) = delete;
+  task& operator=(const task&) = delete;
+
+  ~task() { reset(); }
+
+  /// True when the task holds a callable.
+  explicit operator bool() const noexcept { return ops_ != nullptr; }
+
+  /// Runs the callable. Exceptions propagate to the caller. Precondition: `*this` is not empty.
+  void operator()() { ops_->invoke(storage_); }
+
+  /// Destroys the held callable, leaving the task empty.
+  void reset() noexcept {
+    if (ops_ != nullptr) {
+      ops_->destroy(storage_);
+      ops_ = nullptr;
+    }
+  }
+
+ private:
+  struct operations {
+    void (*invoke)(void* self);
+    void (*move)(void* dst, void* src) noexcept;  // move-constructs into dst, destroys src
+    void (*destroy)(void* self) noexcept;
+  };
+
+  template <class F>
+  static constexpr operations inline_ops{
+      [](void* self) { (*static_cast<F*>(self))(); },
+      [](void* dst, void* src) noexcept {
+        ::new (dst) F(std::move(*static_cast<F*>(src)));
+        static_cast<F*>(src)->~F();
+      },
+      [](void* self) noexcept { static_cast<F*>(self)->~F(); },
+  };
+
+  template <class F>
+  static constexpr operations heap_ops{
+      [](void* self) { (**static_cast<F**>(self))(); },
+      [](void* dst, void* src) noexcept { ::new (dst) F*(*static_cast<F**>(src)); },
+      [](void* self) noexcept { delete *static_cast<F**>(self); },
+  };
+
+  void take(task& other) noexcept {
+    if (other.ops_ != nullptr) {
+      other.ops_->move(storage_, other.storage_);
+      ops_ = std::exchange(other.ops_, nullptr);
+    }
+  }
+
+  alignas(std::max_align_t) std::byte storage_[inline_capacity];
+  const operations* ops_ = nullptr;
+};
+
+}  // namespace crosstown
