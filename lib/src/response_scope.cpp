@@ -173,6 +173,8 @@ void response_scope::end() noexcept {
     flush(lock);
   }
   // Another thread may still be handing over (a late registration); the scope must outlive it.
+  // A same-thread task of this scope ending it from inside the hand-off must not wait on itself.
+  if (dispatching_ && dispatcher_ == std::this_thread::get_id()) return;
   handoff_done_.wait(lock, [this] { return !dispatching_; });
 }
 
@@ -237,6 +239,7 @@ void response_scope::flush(std::unique_lock<std::mutex>& lock) {
   // outbox stays empty; others (including a same-thread task deferring more) just queue.
   if (dispatching_) return;
   dispatching_ = true;
+  dispatcher_ = std::this_thread::get_id();
   while (!outbox_.empty() || (!to_connection_.empty() && ended_)) {
     std::vector<detail::released_task> now;
     now.swap(outbox_);

@@ -153,11 +153,7 @@ void thread_pool::work(worker_slot& slot) {
 drain_report thread_pool::report_locked(bool complete) {
   drain_report report;
   report.complete = complete;
-  for (const segment& s : queue_) {
-    for (std::size_t i = s.next; i < s.jobs.size(); ++i) {
-      report.unfinished.push_back(s.jobs[i].info().describe());
-    }
-  }
+  // Queue order: the workers' chunks left the front of the queue before anything still in it.
   std::uint64_t in_chunks = 0;
   for (const auto& slot : slots_) {
     std::lock_guard slot_lock(slot->mutex);
@@ -165,6 +161,11 @@ drain_report thread_pool::report_locked(bool complete) {
     for (std::size_t i = slot->next; i < slot->chunk.size(); ++i) {
       ++in_chunks;
       report.unfinished.push_back(slot->chunk[i].info().describe());
+    }
+  }
+  for (const segment& s : queue_) {
+    for (std::size_t i = s.next; i < s.jobs.size(); ++i) {
+      report.unfinished.push_back(s.jobs[i].info().describe());
     }
   }
   report.queued = queued_ + (in_chunks - report.running);

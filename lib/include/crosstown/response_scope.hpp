@@ -47,6 +47,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace crosstown {
@@ -147,6 +148,7 @@ class response_scope {
   bool headers_sent_ = false;                      // guarded by mutex_
   bool ended_ = false;                             // guarded by mutex_
   bool dispatching_ = false;                       // a thread is handing over; mutex_
+  std::thread::id dispatcher_;                     // that thread; guarded by mutex_
 };
 
 /// A keep-alive connection: holds the connection-phase tasks of its ended responses until it
