@@ -82,7 +82,7 @@ void job::run() noexcept {
   // The closure's captures are released before the job counts as finished, so a drain that
   // returns has seen every capture destroyed.
   fn_.reset();
-  ledger->finished(outcome, detail::ledger::origin::running);
+  ledger->finished(outcome, detail::ledger::origin::running, info());
 }
 
 void job::reject() noexcept {
@@ -90,7 +90,7 @@ void job::reject() noexcept {
   detail::ledger* ledger = std::exchange(ledger_, nullptr);
   fn_.reset();
   ledger->report_lost(info(), task_state::rejected_by_overflow);
-  ledger->finished(task_state::rejected_by_overflow, origin());
+  ledger->finished(task_state::rejected_by_overflow, origin(), info());
 }
 
 void job::drop() noexcept {
@@ -98,7 +98,7 @@ void job::drop() noexcept {
   detail::ledger* ledger = std::exchange(ledger_, nullptr);
   fn_.reset();
   ledger->report_lost(info(), task_state::dropped_at_shutdown);
-  ledger->finished(task_state::dropped_at_shutdown, origin());
+  ledger->finished(task_state::dropped_at_shutdown, origin(), info());
 }
 
 }  // namespace crosstown

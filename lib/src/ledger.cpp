@@ -7,11 +7,24 @@
 
 namespace crosstown::detail {
 
-ledger::ledger(error_hook on_error, lost_hook on_lost)
-    : on_error_(std::move(on_error)), on_lost_(std::move(on_lost)) {}
+ledger::ledger(error_hook on_error, lost_hook on_lost, settled_hook on_settled)
+    : on_error_(std::move(on_error)),
+      on_settled_(std::move(on_settled)),
+      on_lost_(std::move(on_lost)) {}
 
-void ledger::finished(task_state state, origin from) noexcept {
+void ledger::notify_settled(const task_info& info, task_state state) noexcept {
+  if (!on_settled_) return;
+  try {
+    on_settled_(info, state);
+  } catch (...) {
+    // Observation must not change the outcome; the state is counted already.
+  }
+}
+
+void ledger::finished(task_state state, origin from, const task_info& info) noexcept {
   add(terminal_[slot(state)], 1);
+  // Before the active count drops: a drain that returns has seen every observer call.
+  notify_settled(info, state);
   if (from == origin::unreleased) return;
   sub(from == origin::running ? in_flight_ : queued_, 1);
   // acq_rel: a waiter that sees zero also sees the work of every finished task.

@@ -1,6 +1,7 @@
 #include <crosstown/response_scope.hpp>
 
 #include <crosstown/detail/ledger.hpp>
+#include <crosstown/fault.hpp>
 #include <crosstown/runtime.hpp>
 
 #include <algorithm>
@@ -35,6 +36,8 @@ void hand_off(runtime& rt, std::vector<released_task>&& tasks) noexcept {
                         [&](const auto& b) { return b.first != same_thread; });
   for (auto& [target, batch] : batches) {
     try {
+      // Injected: the executor refuses the batch, exactly as if `execute` had thrown.
+      if (CROSSTOWN_FAULT("hand_off.execute_throws")) throw std::runtime_error("injected fault");
       target->execute(std::move(batch));
     } catch (...) {
       // The batch was moved into the call: its jobs were destroyed, so counted as dropped and
@@ -75,8 +78,8 @@ void response_scope::defer(task fn, defer_options options) {
     auto same = std::find_if(entries_.begin(), entries_.end(),
                              [&](const entry& p) { return p.name == e.name; });
     if (same != entries_.end()) {
+      rt_.ledger().settled_pending(task_state::cancelled, info_of(*same));
       entries_.erase(same);
-      rt_.ledger().settled_pending(task_state::cancelled);
     }
   }
   if (due_locked(e.phase)) {
@@ -94,8 +97,8 @@ bool response_scope::cancel(std::string_view name) {
   auto it = std::find_if(entries_.begin(), entries_.end(),
                          [&](const entry& e) { return !e.name.empty() && e.name == name; });
   if (it == entries_.end()) return false;
+  rt_.ledger().settled_pending(task_state::cancelled, info_of(*it));
   entries_.erase(it);
-  rt_.ledger().settled_pending(task_state::cancelled);
   return true;
 }
 
@@ -202,16 +205,17 @@ bool response_scope::due_locked(enum phase p) const noexcept {
 
 void response_scope::settle_or_release_locked(entry&& e) {
   if (!e.always && e.no_go.contains(status_)) {
-    rt_.ledger().settled_pending(task_state::skipped_by_status);
+    rt_.ledger().settled_pending(task_state::skipped_by_status, info_of(e));
     return;
   }
   const bool delivered =
       e.phase == phase::headers_sent ? headers_sent_ : delivery_ == delivery::delivered;
   if (e.require_delivery && !delivered) {
-    rt_.ledger().settled_pending(task_state::skipped_by_delivery);
+    rt_.ledger().settled_pending(task_state::skipped_by_delivery, info_of(e));
     return;
   }
   executor* target = e.target != nullptr ? e.target : &rt_.pool();
+  if (executor* redirect = rt_.redirected_to()) target = redirect;
   detail::released_task released{
       job(std::move(e.fn), id_, e.index, std::move(e.name), &rt_.ledger()), target};
   if (e.phase == phase::connection_closed && connection_ != nullptr) {
@@ -252,6 +256,21 @@ void response_scope::flush(std::unique_lock<std::mutex>& lock) {
   }
   dispatching_ = false;
   handoff_done_.notify_all();
+}
+
+task_info response_scope::info_of(const entry& e) const noexcept {
+  return {id_, e.index, e.name};
+}
+
+std::vector<pending_task> response_scope::pending_tasks() const {
+  std::lock_guard lock(mutex_);
+  std::vector<pending_task> out;
+  out.reserve(entries_.size());
+  for (const entry& e : entries_) {
+    out.push_back({e.index, e.name, e.phase, e.no_go, e.always, e.require_delivery,
+                   e.target == &same_thread_executor::instance(), e.target});
+  }
+  return out;
 }
 
 std::optional<int> response_scope::status() const {

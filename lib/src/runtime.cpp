@@ -9,7 +9,8 @@ namespace crosstown {
 runtime::runtime(runtime_options options)
     : shutdown_timeout_(options.shutdown_timeout),
       ledger_(std::make_unique<detail::ledger>(std::move(options.on_error),
-                                               std::move(options.on_lost))),
+                                               std::move(options.on_lost),
+                                               std::move(options.on_settled))),
       pool_(std::make_unique<thread_pool>(
           thread_pool_options{options.threads, options.queue_capacity, options.overflow})) {}
 

@@ -55,6 +55,18 @@ namespace crosstown {
 class runtime;
 class connection_scope;
 
+/// A registered task still waiting for its phase, as `response_scope::pending_tasks` shows it.
+struct pending_task {
+  std::uint32_t index;  ///< registration index within the scope
+  std::string name;
+  enum phase phase;
+  status_set no_go;
+  bool always;
+  bool require_delivery;
+  bool same_thread;
+  executor* target;  ///< the executor named in the options; null: the runtime's pool
+};
+
 /// How the response's delivery ended, as far as the scope knows.
 enum class delivery : std::uint8_t {
   pending,    ///< neither sent nor failed yet
@@ -109,6 +121,8 @@ class response_scope {
   std::string failure_reason() const;
   /// Tasks registered and still waiting for their phase.
   std::size_t pending() const;
+  /// Those tasks with their options, in registration order (for tests and diagnostics).
+  std::vector<pending_task> pending_tasks() const;
   bool ended() const;
   runtime& owner() const noexcept { return rt_; }
 
@@ -124,6 +138,7 @@ class response_scope {
     bool require_delivery;
   };
 
+  task_info info_of(const entry& e) const noexcept;
   bool due_locked(enum phase p) const noexcept;
   // Judges a due entry: settles it if skipped, else queues it for hand-off.
   void settle_or_release_locked(entry&& e);

@@ -46,6 +46,10 @@ struct runtime_options {
   std::function<void(const task_failure&)> on_error{};
   /// Called when a task is rejected by overflow or dropped at shutdown. Empty: a line on stderr.
   std::function<void(const task_info&, task_state)> on_lost{};
+  /// Called once for every task when it reaches its terminal state (any of the seven), for
+  /// tracing and tests. May be called while a scope's lock is held: it must not call back
+  /// into crosstown. Empty: nothing.
+  std::function<void(const task_info&, task_state)> on_settled{};
   /// How long the destructor lets queued work run before dropping it; empty: no limit.
   std::optional<std::chrono::steady_clock::duration> shutdown_timeout{};
 };
@@ -73,6 +77,17 @@ class runtime {
   /// Stops the pool: see `thread_pool::shutdown`. Later hand-offs to the pool are dropped.
   drain_report shutdown(clock::time_point deadline);
 
+  /// Test seam: while set, every task released by this runtime's scopes goes to `target`,
+  /// whatever its options name (`same_thread` included) - e.g. an inline executor to run
+  /// deferred work synchronously in a test, or a manual one to step it. The status and
+  /// delivery rules still apply. An empty ref restores normal routing. Thread-safe; tasks
+  /// already handed over are not moved. See crosstown::testing for RAII wrappers.
+  void redirect_all_to(executor_ref target) noexcept {
+    redirect_.store(target.get(), std::memory_order_release);
+  }
+  /// The current redirection, or null.
+  executor* redirected_to() const noexcept { return redirect_.load(std::memory_order_acquire); }
+
   /// Internal: the accounting shared with jobs. Not API.
   detail::ledger& ledger() noexcept { return *ledger_; }
   /// Internal: next request id. Not API.
@@ -85,6 +100,7 @@ class runtime {
   std::unique_ptr<detail::ledger> ledger_;  // declared before pool_: outlives its jobs
   std::unique_ptr<thread_pool> pool_;
   std::atomic<std::uint64_t> next_request_id_{1};
+  std::atomic<executor*> redirect_{nullptr};
 };
 
 }  // namespace crosstown

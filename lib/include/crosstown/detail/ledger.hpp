@@ -23,12 +23,16 @@ class ledger {
  public:
   using error_hook = std::function<void(const task_failure&)>;
   using lost_hook = std::function<void(const task_info&, task_state)>;
+  using settled_hook = std::function<void(const task_info&, task_state)>;
 
-  ledger(error_hook on_error, lost_hook on_lost);
+  ledger(error_hook on_error, lost_hook on_lost, settled_hook on_settled = {});
 
   void registered(std::uint64_t n = 1) noexcept { add(registered_, n); }
   /// A pending task reached a terminal state without being handed over (skipped, cancelled).
-  void settled_pending(task_state state) noexcept { add(terminal_[slot(state)], 1); }
+  void settled_pending(task_state state, const task_info& info) noexcept {
+    add(terminal_[slot(state)], 1);
+    notify_settled(info, state);
+  }
   /// `n` tasks are about to be handed to executors.
   void handed_off(std::uint64_t n) noexcept {
     add(queued_, n);
@@ -45,7 +49,7 @@ class ledger {
   }
   using origin = ledger_origin;
   /// A job reached a terminal state.
-  void finished(task_state state, origin from) noexcept;
+  void finished(task_state state, origin from, const task_info& info) noexcept;
 
   void report_failure(const task_failure& failure) noexcept;
   void report_lost(const task_info& info, task_state state) noexcept;
@@ -66,7 +70,10 @@ class ledger {
     c.fetch_sub(n, std::memory_order_relaxed);
   }
 
+  void notify_settled(const task_info& info, task_state state) noexcept;
+
   error_hook on_error_;
+  settled_hook on_settled_;
   lost_hook on_lost_;
   std::atomic<std::uint64_t> registered_{0};
   std::array<std::atomic<std::uint64_t>, 7> terminal_{};
