@@ -9,6 +9,13 @@ install(TARGETS crosstown_core
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/lib/include/crosstown"
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+set(CROSSTOWN_HAS_TESTING_TOOLKIT ${CROSSTOWN_TESTING_TOOLKIT})
+if(CROSSTOWN_TESTING_TOOLKIT)
+  install(TARGETS crosstown_testing EXPORT crosstown-targets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(DIRECTORY "${PROJECT_SOURCE_DIR}/lib/testing/include/crosstown"
+    DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+endif()
 
 set(crosstown_cmake_dir "${CMAKE_INSTALL_LIBDIR}/cmake/crosstown")
 install(EXPORT crosstown-targets

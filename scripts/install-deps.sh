@@ -10,6 +10,7 @@ packages=(
   libboost1.81-dev
   libgtest-dev
   libgmock-dev
+  librapidcheck-dev
 )
 
 missing=()

@@ -1,0 +1,120 @@
+#include <crosstown/testing/harness.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace crosstown::testing {
+
+void PrintTo(const task_record& r, std::ostream* out) {
+  *out << "{" << task_info{r.request_id, r.index, r.name}.describe() << ": " << r.state
+       << ", status " << r.status << (r.after_response ? ", after the response" : ", BEFORE the response")
+       << "}";
+}
+
+harness::harness()
+    : rt_(std::make_unique<runtime>(runtime_options{
+          .threads = 1,
+          .on_error = [](const task_failure&) {},  // recorded as `failed` in history()
+          .on_lost = [](const task_info&, task_state) {},
+          .on_settled = [this](const task_info& info, task_state state) { on_settled(info, state); },
+      })),
+      connection_(std::make_unique<connection_scope>(*rt_)) {
+  rt_->redirect_all_to(manual_);
+}
+
+harness::~harness() {
+  scope_.reset();
+  connection_.reset();
+  manual_.drop_all();
+  rt_.reset();
+}
+
+response_scope& harness::begin_request() {
+  if (scope_) end_request();
+  scope_ = std::make_unique<response_scope>(*connection_);
+  return *scope_;
+}
+
+response_scope& harness::scope() {
+  if (!scope_) throw std::logic_error("crosstown::testing::harness: no request; call() first");
+  return *scope_;
+}
+
+std::vector<pending_task> harness::deferred() const {
+  return scope_ ? scope_->pending_tasks() : std::vector<pending_task>{};
+}
+
+void harness::respond(int status) {
+  response_scope& s = scope();
+  s.status_known(status);
+  completing_ = s.id();
+  s.headers_sent();
+  s.response_sent();
+  fill_status();
+}
+
+void harness::fail_delivery(int status, std::string_view reason) {
+  response_scope& s = scope();
+  s.status_known(status);
+  completing_ = s.id();
+  s.delivery_failed(reason);
+  fill_status();
+}
+
+void harness::end_request() {
+  if (!scope_) return;
+  completing_ = scope_->id();
+  scope_->end();
+  fill_status();
+}
+
+void harness::close_connection() {
+  end_request();
+  connection_->closed();
+}
+
+void harness::fill_status() {
+  const std::uint64_t id = scope_->id();
+  const int status = scope_->status().value_or(0);
+  auto known = std::find_if(responded_.begin(), responded_.end(),
+                            [&](const auto& r) { return r.first == id; });
+  if (known == responded_.end()) {
+    responded_.emplace_back(id, status);
+  } else {
+    known->second = status;
+  }
+  for (task_record& r : history_) {
+    if (r.request_id == id && r.status == 0) r.status = status;
+  }
+}
+
+int harness::status_of(std::uint64_t request_id) const {
+  for (const auto& [id, status] : responded_) {
+    if (id == request_id) return status;
+  }
+  return 0;
+}
+
+void harness::on_settled(const task_info& info, task_state state) {
+  // Called inside the scope's lock: record only, never call back into the scope.
+  const bool responded = info.request_id == completing_ || status_of(info.request_id) != 0;
+  history_.push_back({info.request_id, info.index, std::string(info.name), state,
+                      status_of(info.request_id), responded});
+}
+
+bool harness::next_task() { return manual_.run_one(); }
+
+std::size_t harness::run_all() { return manual_.run_all(); }
+
+const task_record* harness::find(std::string_view name) const {
+  auto it = std::find_if(history_.rbegin(), history_.rend(),
+                         [&](const task_record& r) { return r.name == name; });
+  return it == history_.rend() ? nullptr : &*it;
+}
+
+std::size_t harness::ran() const {
+  return static_cast<std::size_t>(std::count_if(
+      history_.begin(), history_.end(), [](const task_record& r) { return r.state == task_state::ran; }));
+}
+
+}  // namespace crosstown::testing

@@ -1,0 +1,196 @@
+// crosstown::testing used the way an application's test suite would use it.
+#include <crosstown/testing/harness.hpp>
+
+#include <crosstown/testing/matchers.hpp>
+#include <crosstown/testing/recorder.hpp>
+#include <crosstown/testing/sync_mode.hpp>
+
+#include <crosstown/binding.hpp>
+
+#include <boost/asio/awaitable.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace {
+
+using crosstown::testing::EndedAs;
+using crosstown::testing::harness;
+using crosstown::testing::IsNamed;
+using crosstown::testing::RanAfterResponse;
+using crosstown::testing::SkippedByDelivery;
+using crosstown::testing::SkippedByStatus;
+using crosstown::testing::WaitsFor;
+using ::testing::Contains;
+using ::testing::Each;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+// Application code under test: deep inside, it defers through the thread-local binding.
+struct phone_service {
+  std::vector<int> dialled;
+  void place_calls(int n) {
+    for (int i = 0; i < n; ++i) {
+      crosstown::defer([this, i] { dialled.push_back(i); }, {.name = "call-" + std::to_string(i)});
+    }
+  }
+};
+
+int handle_calls(phone_service& service, int n) {
+  if (n <= 0) return 400;
+  service.place_calls(n);
+  return 202;
+}
+
+TEST(Harness, DeferredTasksWaitForTheResponseAndRunOneAtATime) {
+  harness h;
+  phone_service service;
+  const int status = h.call([&] { return handle_calls(service, 3); });
+  EXPECT_EQ(status, 202);
+  EXPECT_THAT(h.deferred(), SizeIs(3));
+  EXPECT_THAT(h.deferred(), Contains(IsNamed("call-1")));
+  EXPECT_THAT(h.deferred(), Each(WaitsFor(crosstown::phase::response_sent)));
+  EXPECT_THAT(service.dialled, IsEmpty());
+
+  h.respond(status);
+  EXPECT_EQ(h.queued(), 3u);
+  EXPECT_THAT(service.dialled, IsEmpty()) << "released, but the test decides when they run";
+  ASSERT_TRUE(h.next_task());
+  EXPECT_THAT(service.dialled, ElementsAre(0));
+  EXPECT_EQ(h.run_all(), 2u);
+  EXPECT_THAT(service.dialled, ElementsAre(0, 1, 2));
+  EXPECT_THAT(h.history(), SizeIs(3));
+  EXPECT_THAT(h.history(), Each(RanAfterResponse()));
+}
+
+TEST(Harness, A404SkipsTheDeferredWork) {
+  harness h;
+  phone_service service;
+  h.call([&] { service.place_calls(2); });
+  h.respond(404);
+  EXPECT_EQ(h.run_all(), 0u);
+  EXPECT_THAT(service.dialled, IsEmpty());
+  ASSERT_NE(h.find("call-0"), nullptr);
+  EXPECT_THAT(*h.find("call-0"), SkippedByStatus(404));
+  EXPECT_THAT(*h.find("call-0"), Not(RanAfterResponse()));
+}
+
+TEST(Harness, DeliveryFailureFollowsEachTasksRule) {
+  harness h;
+  int ran = 0;
+  h.call([&](crosstown::response_scope& scope) {
+    scope.defer([&] { ++ran; }, {.name = "default"});
+    scope.defer([&] { ++ran; }, {.name = "strict", .require_delivery = true});
+  });
+  h.fail_delivery(200, "client reset");
+  h.run_all();
+  EXPECT_EQ(ran, 1);
+  EXPECT_THAT(*h.find("default"), RanAfterResponse());
+  EXPECT_THAT(*h.find("strict"), SkippedByDelivery());
+}
+
+TEST(Harness, EachCallIsANewRequestAndEndsThePreviousOne) {
+  harness h;
+  int ran = 0;
+  h.call([&] { crosstown::defer([&] { ++ran; }, {.name = "first"}); });
+  h.call([&] { crosstown::defer([&] { ++ran; }, {.name = "second"}); });
+  EXPECT_THAT(*h.find("first"), SkippedByStatus(500)) << "ended without a response";
+  h.respond(200);
+  h.run_all();
+  EXPECT_EQ(ran, 1);
+  EXPECT_THAT(*h.find("second"), RanAfterResponse());
+}
+
+TEST(Harness, ConnectionPhaseTasksRunWhenTheConnectionCloses) {
+  harness h;
+  int ran = 0;
+  h.call([&] {
+    crosstown::defer([&] { ++ran; }, {.name = "cleanup", .phase = crosstown::phase::connection_closed});
+  });
+  h.respond(200);
+  h.end_request();
+  EXPECT_EQ(h.run_all(), 0u);
+  h.close_connection();
+  EXPECT_EQ(h.run_all(), 1u);
+  EXPECT_EQ(ran, 1);
+}
+
+TEST(Harness, ThrowingTasksAreRecordedAsFailed) {
+  harness h;
+  h.call([&] { crosstown::defer([] { throw std::runtime_error("x"); }, {.name = "boom"}); });
+  h.respond(200);
+  h.run_all();
+  EXPECT_THAT(*h.find("boom"), EndedAs(crosstown::task_state::failed));
+  EXPECT_EQ(h.metrics().failed, 1u);
+}
+
+boost::asio::awaitable<int> coroutine_handler(crosstown::response_scope& scope, int& ran) {
+  scope.defer([&ran] { ++ran; }, {.name = "from-coroutine"});
+  co_return 201;
+}
+
+TEST(Harness, CoroutineHandlersGetTheScopeExplicitly) {
+  harness h;
+  int ran = 0;
+  const int status =
+      h.call_awaitable([&](crosstown::response_scope& scope) { return coroutine_handler(scope, ran); });
+  EXPECT_EQ(status, 201);
+  EXPECT_THAT(h.deferred(), ElementsAre(IsNamed("from-coroutine")));
+  h.respond(status);
+  h.run_all();
+  EXPECT_EQ(ran, 1);
+}
+
+TEST(SyncMode, RunsDeferredWorkInlineAtCompletionWithTheRulesKept) {
+  crosstown::runtime rt({.threads = 1});
+  crosstown::testing::run_deferred_synchronously sync{rt};
+  std::vector<std::string> log;
+  {
+    crosstown::response_scope ok(rt);
+    ok.defer([&] { log.push_back("ok-1"); });
+    ok.defer([&] { log.push_back("ok-2"); });
+    ok.status_known(200);
+    EXPECT_THAT(log, IsEmpty()) << "still waits for the response";
+    ok.response_sent();
+    EXPECT_THAT(log, ElementsAre("ok-1", "ok-2")) << "ran inline, in order, at completion";
+  }
+  {
+    crosstown::response_scope missing(rt);
+    missing.defer([&] { log.push_back("404"); });
+    missing.defer([&] { log.push_back("404-always"); }, {.always = true});
+    missing.status_known(404);
+    missing.response_sent();
+  }
+  EXPECT_THAT(log, ElementsAre("ok-1", "ok-2", "404-always")) << "a 404 still skips";
+  EXPECT_THAT(sync.executed(), SizeIs(3));
+}
+
+TEST(Recorder, CapturesDeferralsMadeOutsideAnyRequest) {
+  std::vector<int> sent;
+  {
+    crosstown::testing::deferral_recorder recorder;
+    for (int i = 0; i < 3; ++i) crosstown::defer([&, i] { sent.push_back(i); });
+    EXPECT_THAT(recorder.recorded(), SizeIs(3));
+    EXPECT_THAT(sent, IsEmpty());
+    EXPECT_EQ(recorder.run_all(), 3u);
+    EXPECT_THAT(sent, ElementsAre(0, 1, 2));
+  }
+  crosstown::defer([&] { sent.push_back(9); });  // no recorder: runs now, as by default
+  EXPECT_THAT(sent, ElementsAre(0, 1, 2, 9));
+}
+
+TEST(Recorder, RunAllWithAFailingStatusKeepsTheStatusRule) {
+  crosstown::testing::deferral_recorder recorder;
+  int ran = 0;
+  crosstown::defer([&] { ++ran; });
+  crosstown::defer([&] { ++ran; }, {.always = true});
+  EXPECT_EQ(recorder.run_all(503), 1u);
+  EXPECT_EQ(ran, 1);
+}
+
+}  // namespace
