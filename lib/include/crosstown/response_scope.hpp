@@ -14,9 +14,13 @@
 // event. Nothing is released by another scope's events (invariant I5).
 //
 // Rules the design leaves to us, decided here:
-//   - Final status: the last `status_known` before the headers were sent. A scope that ends
-//     (or fails delivery) with no status, or ends without its headers ever being sent, counts
-//     as a 500 - the response the application produced never went out.
+//   - Final status: the last `status_known` before the headers were sent (or before
+//     `delivery_failed`). A scope that fails delivery with no status counts as a 500. A scope
+//     that ends with no outcome reported (neither sent nor failed) and its headers never sent
+//     counts as a 500 - the response the application produced never started going out. An
+//     explicit `delivery_failed` before the headers keeps the application's status: the
+//     adapter says the response existed and could not be delivered, which the delivery rule
+//     (not the status rule) governs.
 //   - Delivery: a scope that ends before `response_sent` (or `headers_sent`, for tasks of the
 //     headers phase) counts as a delivery failure.
 //   - Late registration: a task registered after its phase has passed is judged at once by
