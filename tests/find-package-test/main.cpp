@@ -1,4 +1,5 @@
 // Defers two tasks on an installed crosstown and checks the status rule end to end.
+#include <crosstown/beast/write.hpp>
 #include <crosstown/crosstown.hpp>
 
 #include <cstdio>
