@@ -11,6 +11,7 @@ packages=(
   libgtest-dev
   libgmock-dev
   librapidcheck-dev
+  libbenchmark-dev
 )
 
 missing=()

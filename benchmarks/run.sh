@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the benchmarks (preset `benchmarks`: Release, no sanitizers) and runs every suite with
+# repetitions, printing each suite's crosstown-vs-baseline summary (medians). Results go to
+# build/benchmarks/results/: summary.txt (the ratios) and <suite>.json (every repetition).
+#
+#   benchmarks/run.sh [repetitions] [extra Google Benchmark flags...]
+#
+# The machine should be otherwise idle: the suites compare ratios, but a compile running
+# beside them still skews the threaded suites more than the single-threaded ones.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+repetitions="${1:-5}"
+shift || true
+
+cd "$root"
+cmake --preset benchmarks >/dev/null
+cmake --build --preset benchmarks
+
+bin="$root/build/benchmarks/benchmarks"
+out="$root/build/benchmarks/results"
+mkdir -p "$out"
+: >"$out/summary.txt"
+{
+  echo "crosstown benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"
+  echo "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); repetitions $repetitions"
+} >>"$out/summary.txt"
+
+for suite in registration dispatch first_task memory; do
+  "$bin/$suite" \
+    --benchmark_repetitions="$repetitions" \
+    --benchmark_report_aggregates_only=true \
+    --benchmark_out="$out/$suite.json" --benchmark_out_format=json \
+    --crosstown_summary="$out/summary.txt" \
+    "$@"
+done
+
+echo
+echo "summary: $out/summary.txt"
+cat "$out/summary.txt"
