@@ -1,0 +1,574 @@
+#include <crosstown/sim/simulation.hpp>
+
+#include <crosstown/sim/sim_executor.hpp>
+
+#include <crosstown/fault.hpp>
+#include <crosstown/response_scope.hpp>
+#include <crosstown/runtime.hpp>
+
+#include <algorithm>
+#include <array>
+#include <deque>
+#include <memory>
+#include <stdexcept>
+#include <unordered_map>
+#include <utility>
+
+namespace crosstown::sim {
+
+std::string_view to_string(mutation m) noexcept {
+  switch (m) {
+    case mutation::none: return "none";
+    case mutation::sent_at_headers: return "sent-at-headers";
+    case mutation::status_200: return "status-200";
+    case mutation::cross_release: return "cross-release";
+    case mutation::drop_job: return "drop-job";
+  }
+  return "?";
+}
+
+std::optional<mutation> parse_mutation(std::string_view text) noexcept {
+  for (auto m : {mutation::none, mutation::sent_at_headers, mutation::status_200,
+                 mutation::cross_release, mutation::drop_job}) {
+    if (text == to_string(m)) return m;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> scenario_names() {
+  return {"phone-calls", "slow-readers", "resets", "keep-alive"};
+}
+
+std::optional<scenario> scenario_by_name(std::string_view name) {
+  using std::chrono::microseconds;
+  scenario s;
+  s.name = std::string(name);
+  if (name == "phone-calls") {
+    // 100 phone calls per request, mixed statuses: most tasks are judged by the status.
+    s.connections = 8;
+    s.requests = 16;
+    s.min_tasks = s.max_tasks = 100;
+    s.named_rate = 0.3;
+    s.distinct_names = 60;
+    s.cancel_rate = 0.3;
+    s.same_thread_rate = 0.1;
+  } else if (name == "slow-readers") {
+    // Clients that read slowly or stop reading: writes block on a full window.
+    s.connections = 4;
+    s.requests = 12;
+    s.min_body_bytes = 2000;
+    s.max_body_bytes = 40000;
+    s.link.window = 4096;
+    s.link.ns_per_byte = 50;
+    s.link.read_delay = microseconds(500);
+    s.stall_rate = 0.7;
+    s.stall_forever_rate = 0.4;
+  } else if (name == "resets") {
+    // Connections reset at a random byte, often in the middle of a body.
+    s.connections = 6;
+    s.requests = 18;
+    s.min_body_bytes = 500;
+    s.max_body_bytes = 8000;
+    s.reset_rate = 0.7;
+    s.require_delivery_rate = 0.4;
+  } else if (name == "keep-alive") {
+    // Pipelined requests on few connections; connection-phase tasks wait for the close.
+    s.connections = 2;
+    s.requests = 24;
+    s.pipelined = true;
+    s.max_tasks = 6;
+    s.connection_phase_rate = 0.35;
+    s.half_close_rate = 0.5;
+    s.reset_rate = 0.1;
+  } else {
+    return std::nullopt;
+  }
+  return s;
+}
+
+namespace {
+
+// Two-level activation: a run arms the fault sites with `run_rate`; an armed site fires on
+// each hit with `hit_rate`. Healing (the liveness phase) disarms everything.
+class fault_dice final : public fault::injector {
+ public:
+  fault_dice(std::uint64_t seed, double run_rate, double hit_rate, oracle& o, journal* log)
+      : rng_(seed, 3, log), oracle_(o), hit_rate_(hit_rate) {
+    armed_ = rng_.chance(run_rate);
+  }
+
+  bool should_fail(std::string_view site) noexcept override {
+    try {
+      fault_counts& c = counts_[std::string(site)];
+      ++c.hits;
+      if (!armed_ || healed_ || !rng_.chance(hit_rate_)) return false;
+      ++c.fired;
+    } catch (...) {
+      return false;
+    }
+    oracle_.fault_fired(site);
+    return true;
+  }
+  void heal() noexcept { healed_ = true; }
+  std::map<std::string, fault_counts> counts() const { return counts_; }
+
+ private:
+  rng rng_;
+  oracle& oracle_;
+  double hit_rate_;
+  bool armed_ = false;
+  bool healed_ = false;
+  std::map<std::string, fault_counts> counts_;
+};
+
+struct conn_state {
+  std::uint32_t id = 0;
+  std::unique_ptr<rng> handler_rng;
+  std::unique_ptr<rng> link_rng;
+  link_options link{};
+  std::unique_ptr<connection> wire;
+  std::unique_ptr<connection_scope> scope;
+  std::deque<std::uint32_t> arrived;
+  std::uint32_t total = 0;
+  std::uint32_t served = 0;
+  bool busy = false;
+  bool half_closed = false;
+  bool closed = false;
+  bool dead = false;
+};
+
+struct response_state {
+  std::uint64_t id = 0;
+  conn_state* conn = nullptr;
+  std::uint32_t seq = 0;
+  std::unique_ptr<response_scope> scope;
+  int status = 200;
+  bool status_reported = false;
+  std::uint64_t header_bytes = 0;
+  std::uint64_t body_bytes = 0;
+  std::uint32_t next_index = 0;
+  std::vector<task_spec> planned;
+};
+
+// The no-go sets handlers pick from (the first is the default).
+const std::array<status_set, 5>& no_go_choices() {
+  static const std::array<status_set, 5> sets{status_set("4xx,5xx"), status_set("5xx"),
+                                              status_set("4xx"), status_set("404,500-503"),
+                                              status_set("3xx,5xx")};
+  return sets;
+}
+
+class world final : public transport_observer {
+ public:
+  explicit world(const run_config& cfg)
+      : cfg_(cfg),
+        s_(cfg.world),
+        log_(cfg.keep_journal),
+        oracle_(&log_, cfg.keep_trace),
+        rt_({.threads = 1,
+             .on_error = [this](const task_failure& f) { oracle_.task_failed(f.task); },
+             .on_lost = [this](const task_info& i, task_state st) { oracle_.task_lost(i, st); }}),
+        sched_(time_, cfg.strategy, cfg.seed, &log_),
+        pool_rng_(cfg.seed, 2, &log_),
+        dice_(cfg.seed, s_.fault_run_rate, s_.fault_hit_rate, oracle_, &log_),
+        pool_(sched_, pool_rng_,
+              {.workers = s_.workers,
+               .drop_every = cfg.planted == mutation::drop_job ? 13U : 0U},
+              &oracle_) {
+    oracle_.set_time(&time_);
+  }
+
+  world(const world&) = delete;
+  world& operator=(const world&) = delete;
+
+  ~world() override {
+    // Scopes before connections before the executor before the runtime (member order).
+    responses_.clear();
+    for (auto& c : conns_) c->scope.reset();
+  }
+
+  run_result run() {
+    fault::scoped_injector faults(dice_);
+    clock_binding clock(time_);
+    open_connections();
+    run_result out;
+    out.seed = cfg_.seed;
+    // Faulty phase: up to a fixed virtual horizon. The heal must not happen earlier when there
+    // is less deferred work (that would move response times and fake an I7 violation).
+    const time_point horizon = time_.now() + cfg_.fault_horizon;
+    run_outcome first = sched_.run(cfg_.step_cap, horizon);
+    out.steps += first.steps;
+    if (first.capped) report_cap(first);
+    // Liveness phase: heal the network, stop faults, give every permitted task a budget.
+    if (!first.capped) {
+      if (time_.now() < horizon) time_.advance(horizon - time_.now());
+      dice_.heal();
+      oracle_.healed();
+      for (auto& c : conns_) c->wire->heal();
+      run_outcome second = sched_.run(cfg_.step_cap, time_.now() + cfg_.liveness_budget);
+      out.steps += second.steps;
+      if (second.capped) report_cap(second);
+    }
+    oracle_.check_final(rt_.metrics());
+    out.first = oracle_.first_violation();
+    out.story = oracle_.story();
+    out.requests = requests_started_;
+    out.end_ns = time_.now_ns();
+    out.metrics = rt_.metrics();
+    out.faults = dice_.counts();
+    out.completions = oracle_.completions();
+    out.schedule = sched_.decisions();
+    out.digest = log_.digest();
+    return out;
+  }
+
+  journal& log() noexcept { return log_; }
+  std::vector<event> take_trace() { return oracle_.trace(); }
+
+  // transport_observer
+  void on_accepted(std::uint32_t conn, std::uint64_t first_byte, std::uint64_t bytes) override {
+    const auto per_byte = conns_[conn - 1]->link.ns_per_byte;
+    oracle_.transport_event(event_kind::bytes_accepted, conn, static_cast<std::int64_t>(bytes),
+                            static_cast<std::int64_t>(bytes * per_byte));
+    (void)first_byte;
+  }
+  void on_reset(std::uint32_t conn, std::uint64_t at_byte) override {
+    oracle_.transport_event(event_kind::reset, conn, static_cast<std::int64_t>(at_byte));
+  }
+  void on_stall(std::uint32_t conn, bool stalled) override {
+    oracle_.transport_event(stalled ? event_kind::stall : event_kind::unstall, conn, 0);
+  }
+
+ private:
+  void report_cap(const run_outcome& o) {
+    std::string names;
+    for (std::size_t i = 0; i < o.live.size() && i < 3; ++i) {
+      names += (i == 0 ? "" : ", ") + o.live[i];
+    }
+    oracle_.report("liveness", "step cap of " + std::to_string(cfg_.step_cap) +
+                                   " reached; never finished: " + names);
+  }
+
+  template <class F>
+  void core_call(core_context ctx, F&& f) {
+    oracle_.begin_core(ctx);
+    try {
+      f();
+    } catch (const std::exception& e) {
+      // A planted bug may make the adapter misuse the core; without one it is a simulator bug.
+      if (cfg_.planted == mutation::none) oracle_.report("adapter", e.what());
+    }
+    oracle_.end_core();
+  }
+
+  core_context response_ctx(const response_state& r) const {
+    return {core_context::kind::response, r.id, r.conn->id};
+  }
+
+  void open_connections() {
+    const std::uint32_t n = std::max<std::uint32_t>(s_.connections, 1);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      auto c = std::make_unique<conn_state>();
+      c->id = i + 1;
+      c->handler_rng = std::make_unique<rng>(cfg_.seed, 100 + 2 * c->id, &log_);
+      c->link_rng = std::make_unique<rng>(cfg_.seed, 101 + 2 * c->id, &log_);
+      c->total = s_.requests / n + (i < s_.requests % n ? 1 : 0);
+      rng& lr = *c->link_rng;
+      c->link = s_.link;
+      c->link.latency += duration(lr.between(0, s_.max_extra_latency.count()));
+      const std::uint64_t expected =
+          c->total * ((s_.min_header_bytes + s_.max_header_bytes + s_.min_body_bytes +
+                       s_.max_body_bytes) / 2);
+      link_faults faults;
+      if (lr.chance(s_.reset_rate)) faults.reset_at_byte = lr.below(expected + 1);
+      if (lr.chance(s_.stall_rate)) {
+        faults.stall_at_byte = lr.below(expected + 1);
+        if (!lr.chance(s_.stall_forever_rate)) {
+          faults.stall_for = duration(lr.between(1000, s_.max_stall.count()));
+        }
+      }
+      const bool half_close = lr.chance(s_.half_close_rate);
+      c->wire = std::make_unique<connection>(c->id, sched_, lr, c->link, faults, &log_, this);
+      c->scope = std::make_unique<connection_scope>(rt_);
+      oracle_.connection_opened(c->id);
+      // The client sends its requests; each arrives after the link latency.
+      time_point at = time_.now();
+      for (std::uint32_t k = 0; k < c->total; ++k) {
+        at += s_.pipelined ? duration(lr.between(0, 1000))
+                           : duration(lr.between(0, s_.max_request_gap.count()));
+        sched_.post_at(at + c->link.latency, "conn " + std::to_string(c->id) + ": request arrives",
+                       c->id, [this, conn = c.get(), k] { on_arrival(*conn, k); });
+      }
+      if (half_close) {
+        sched_.post_at(at + c->link.latency + duration(1), "conn " + std::to_string(c->id) + ": client half-closes",
+                       c->id, [this, conn = c.get()] {
+                         conn->half_closed = true;
+                         maybe_close(*conn);
+                       });
+      }
+      if (c->total == 0) {
+        sched_.post("conn " + std::to_string(c->id) + ": unused", c->id,
+                    [this, conn = c.get()] { close(*conn); });
+      }
+      conns_.push_back(std::move(c));
+    }
+  }
+
+  void on_arrival(conn_state& c, std::uint32_t seq) {
+    if (c.dead || c.closed) return;
+    c.arrived.push_back(seq);
+    start_next(c);
+  }
+
+  void start_next(conn_state& c) {
+    if (c.busy || c.dead || c.closed) return;
+    if (c.arrived.empty()) {
+      maybe_close(c);
+      return;
+    }
+    c.busy = true;
+    auto r = std::make_unique<response_state>();
+    r->conn = &c;
+    r->seq = c.arrived.front();
+    c.arrived.pop_front();
+    r->scope = std::make_unique<response_scope>(*c.scope);
+    r->id = r->scope->id();
+    ++requests_started_;
+    oracle_.request_started(r->id, c.id, r->seq);
+    plan(*r);
+    response_state* raw = r.get();
+    responses_.emplace(r->id, std::move(r));
+    sched_.post("request " + std::to_string(raw->id) + ": handler step 1", c.id,
+                [this, raw] { handler_step1(*raw); });
+  }
+
+  // The handler's choices, all drawn now from the connection's handler stream, so a run
+  // without deferred work draws exactly the same numbers (I7).
+  void plan(response_state& r) {
+    rng& h = *r.conn->handler_rng;
+    const auto n = static_cast<std::uint32_t>(h.between(s_.min_tasks, s_.max_tasks));
+    r.planned.reserve(n);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      task_spec t;
+      t.same_thread = h.chance(s_.same_thread_rate);
+      t.no_go = no_go_choices()[h.below(no_go_choices().size())];
+      if (h.chance(0.05)) t.no_go = status_set::none();
+      t.always = h.chance(s_.always_rate);
+      t.require_delivery = h.chance(s_.require_delivery_rate);
+      if (h.chance(s_.named_rate)) t.name = "call-" + std::to_string(h.below(s_.distinct_names));
+      if (h.chance(s_.headers_phase_rate)) {
+        t.phase = phase::headers_sent;
+      } else if (h.chance(s_.connection_phase_rate)) {
+        t.phase = phase::connection_closed;
+      }
+      t.throws = h.chance(s_.throw_rate);
+      r.planned.push_back(std::move(t));
+    }
+    r.status = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
+    r.header_bytes = static_cast<std::uint64_t>(
+        h.between(static_cast<std::int64_t>(s_.min_header_bytes), static_cast<std::int64_t>(s_.max_header_bytes)));
+    r.body_bytes = static_cast<std::uint64_t>(
+        h.between(static_cast<std::int64_t>(s_.min_body_bytes), static_cast<std::int64_t>(s_.max_body_bytes)));
+  }
+
+  void defer_planned(response_state& r, std::uint32_t upto) {
+    for (; r.next_index < upto; ++r.next_index) {
+      if (!cfg_.defer_tasks) continue;
+      task_spec& t = r.planned[r.next_index];
+      defer_options o;
+      if (t.same_thread) {
+        o.same_thread = true;
+      } else {
+        o.executor = pool_;
+      }
+      o.no_go = t.no_go;
+      o.always = t.always;
+      o.name = t.name;
+      o.phase = t.phase;
+      o.require_delivery = t.require_delivery;
+      const std::uint64_t id = r.id;
+      const std::uint32_t index = r.next_index;
+      const bool same_thread = t.same_thread;
+      const bool throws = t.throws;
+      oracle_.task_registered(id, index, t);
+      oracle* o_ptr = &oracle_;
+      const virtual_time* clock = &time_;
+      r.scope->defer(
+          [o_ptr, clock, id, index, same_thread, throws] {
+            const std::int64_t started = clock->now_ns();
+            if (same_thread) o_ptr->task_started(id, index, 0);
+            if (same_thread) o_ptr->task_finished(id, index, 0, started);
+            if (throws) throw std::runtime_error("the phone call failed (planned)");
+          },
+          std::move(o));
+    }
+  }
+
+  void handler_step1(response_state& r) {
+    defer_planned(r, static_cast<std::uint32_t>(r.planned.size() / 2));
+    const duration think(r.conn->handler_rng->between(0, s_.max_think.count()));
+    sched_.post_after(think, "request " + std::to_string(r.id) + ": handler step 2", r.conn->id,
+                      [this, rp = &r] { handler_step2(*rp); });
+  }
+
+  void handler_step2(response_state& r) {
+    rng& h = *r.conn->handler_rng;
+    defer_planned(r, static_cast<std::uint32_t>(r.planned.size()));
+    if (h.chance(s_.cancel_rate)) {
+      const std::string name = "call-" + std::to_string(h.below(s_.distinct_names));
+      if (cfg_.defer_tasks) {
+        const bool cancelled = r.scope->cancel(name);
+        oracle_.task_cancelled(r.id, name, cancelled);
+      }
+    }
+    oracle_.status_chosen(r.id, r.status);
+    const int reported = cfg_.planted == mutation::status_200 ? 200 : r.status;
+    if (h.chance(s_.status_change_rate)) {
+      const int first = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
+      core_call(response_ctx(r), [&] { r.scope->status_known(cfg_.planted == mutation::status_200 ? 200 : first); });
+    }
+    core_call(response_ctx(r), [&] { r.scope->status_known(reported); });
+    r.status_reported = true;
+    r.conn->wire->async_write(r.header_bytes, [this, rp = &r](bool ok) { on_headers(*rp, ok); });
+  }
+
+  void on_headers(response_state& r, bool ok) {
+    if (!ok) {
+      fail(r);
+      return;
+    }
+    oracle_.headers_accepted(r.id);
+    core_call(response_ctx(r), [&] {
+      if (cfg_.planted == mutation::sent_at_headers) {
+        r.scope->response_sent();
+      } else {
+        r.scope->headers_sent();
+      }
+    });
+    r.conn->wire->async_write(r.body_bytes, [this, rp = &r](bool ok2) { on_body(*rp, ok2); });
+  }
+
+  void on_body(response_state& r, bool ok) {
+    if (!ok) {
+      fail(r);
+      return;
+    }
+    oracle_.last_byte_accepted(r.id);
+    core_call(response_ctx(r), [&] { r.scope->response_sent(); });
+    if (cfg_.planted == mutation::cross_release) {
+      // Planted bug: completing this response also completes another one in flight.
+      for (auto& [id, other] : responses_) {
+        if (id != r.id && other->status_reported && other->scope) {
+          core_call(response_ctx(r), [&] { other->scope->response_sent(); });
+          break;
+        }
+      }
+    }
+    finish(r);
+  }
+
+  void fail(response_state& r) {
+    oracle_.delivery_failed(r.id);
+    core_call(response_ctx(r), [&] { r.scope->delivery_failed("connection reset by peer"); });
+    conn_state& c = *r.conn;
+    c.dead = true;
+    finish(r);
+    close(c);
+  }
+
+  void finish(response_state& r) {
+    conn_state& c = *r.conn;
+    core_call(response_ctx(r), [&] { r.scope->end(); });
+    oracle_.scope_ended(r.id);
+    ++c.served;
+    c.busy = false;
+    responses_.erase(r.id);  // destroys r
+    if (!c.dead) {
+      sched_.post("conn " + std::to_string(c.id) + ": next request", c.id,
+                  [this, cp = &c] { start_next(*cp); });
+    }
+  }
+
+  void maybe_close(conn_state& c) {
+    if (c.closed || c.busy || !c.arrived.empty() || c.served < c.total) return;
+    if (c.half_closed) {
+      close(c);
+      return;
+    }
+    sched_.post_after(s_.keep_alive_timeout, "conn " + std::to_string(c.id) + ": idle timeout",
+                      c.id, [this, cp = &c] { close(*cp); });
+  }
+
+  void close(conn_state& c) {
+    if (c.closed) return;
+    c.closed = true;
+    oracle_.connection_closed(c.id);
+    core_call({core_context::kind::connection, 0, c.id}, [&] { c.scope->closed(); });
+  }
+
+  const run_config& cfg_;
+  const scenario& s_;
+  // Declaration order is destruction order reversed: the runtime outlives everything that
+  // holds its jobs; the oracle outlives the executor (dropped jobs are reported to it).
+  journal log_;
+  virtual_time time_;
+  oracle oracle_;
+  runtime rt_;
+  scheduler sched_;
+  rng pool_rng_;
+  fault_dice dice_;
+  sim_executor pool_;
+  std::vector<std::unique_ptr<conn_state>> conns_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<response_state>> responses_;
+  std::uint64_t requests_started_ = 0;
+};
+
+}  // namespace
+
+run_result run_once(const run_config& config) {
+  world w(config);
+  run_result out = w.run();
+  out.trace = w.take_trace();
+  out.log = w.log();
+  return out;
+}
+
+run_result run_checked(const run_config& config, check_options checks) {
+  run_config first_cfg = config;
+  if (checks.determinism) first_cfg.keep_journal = true;
+  run_result out = run_once(first_cfg);
+  if (!out.ok()) return out;
+  if (checks.no_drag && config.defer_tasks) {
+    run_config bare = config;
+    bare.defer_tasks = false;
+    bare.keep_trace = false;
+    bare.keep_journal = false;
+    const run_result without = run_once(bare);
+    for (const auto& [key, with_time] : out.completions) {
+      auto it = without.completions.find(key);
+      const std::int64_t other = it == without.completions.end() ? 0 : it->second;
+      if (other != with_time) {
+        auto show = [](std::int64_t t) {
+          if (t == 0) return std::string("never");
+          return t > 0 ? "delivered at " + std::to_string(t) + "ns"
+                       : "failed at " + std::to_string(-t - 1) + "ns";
+        };
+        out.first = violation{"I7 no drag",
+                              "response " + std::to_string(key.second) + " on connection " +
+                                  std::to_string(key.first) + ": " + show(with_time) +
+                                  " with its deferred tasks, " + show(other) + " without",
+                              out.trace.empty() ? 0 : out.trace.size() - 1};
+        return out;
+      }
+    }
+  }
+  if (checks.determinism) {
+    const run_result again = run_once(first_cfg);
+    if (auto diff = first_divergence(out.log, again.log)) {
+      out.first = violation{"I8 determinism", "same seed, different runs: " + *diff, 0};
+    }
+  }
+  return out;
+}
+
+}  // namespace crosstown::sim
