@@ -1,7 +1,8 @@
 # crosstown_add_test(<name> SOURCES <files...> [LIBRARIES <targets...>])
 #
 # One GoogleTest executable; each TEST becomes its own CTest test (discovered when the tests
-# run, so a sanitizer build does not execute binaries at build time).
+# run, so a sanitizer build does not execute binaries at build time). Every test can include
+# the shared helpers in tests/support (e.g. "test_support.hpp").
 include(GoogleTest)
 
 function(crosstown_add_test name)
@@ -9,6 +10,7 @@ function(crosstown_add_test name)
   add_executable(${name} ${arg_SOURCES})
   target_link_libraries(${name} PRIVATE crosstown::core GTest::gtest GTest::gmock
     GTest::gtest_main ${arg_LIBRARIES})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/support)
   gtest_discover_tests(${name}
     DISCOVERY_MODE PRE_TEST
     DISCOVERY_TIMEOUT 60

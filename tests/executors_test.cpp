@@ -19,6 +19,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -44,35 +46,7 @@ using crosstown::same_thread_executor;
 using crosstown::task_info;
 using crosstown::task_state;
 using testing::ElementsAre;
-
-constexpr auto deadline = std::chrono::seconds(10);
-
-// What the runtime's on_lost hook saw, copied out (task_info::name does not outlive the call).
-struct lost_task {
-  std::uint64_t request_id;
-  std::uint32_t index;
-  std::string name;
-  task_state state;
-  friend bool operator==(const lost_task&, const lost_task&) = default;
-};
-
-class lost_log {
- public:
-  std::function<void(const task_info&, task_state)> hook() {
-    return [this](const task_info& info, task_state state) {
-      std::lock_guard lock(mutex_);
-      seen_.push_back({info.request_id, info.index, std::string(info.name), state});
-    };
-  }
-  std::vector<lost_task> seen() const {
-    std::lock_guard lock(mutex_);
-    return seen_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<lost_task> seen_;
-};
+using namespace crosstown::test_support;
 
 // A thread-safe log of labels, in the order they were appended.
 class order_log {
@@ -90,11 +64,6 @@ class order_log {
   mutable std::mutex mutex_;
   std::vector<int> labels_;
 };
-
-void complete(response_scope& scope, int status = 200) {
-  scope.status_known(status);
-  scope.response_sent();
-}
 
 // =============================================================================================
 // manual_executor

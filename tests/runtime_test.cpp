@@ -15,13 +15,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,101 +44,7 @@ using crosstown::task_failure;
 using crosstown::task_info;
 using crosstown::task_state;
 using testing::ElementsAre;
-using clock_type = std::chrono::steady_clock;
-
-constexpr auto deadline = std::chrono::seconds(10);
-
-class event {
- public:
-  void set() {
-    {
-      std::lock_guard lock(mutex_);
-      set_ = true;
-    }
-    cv_.notify_all();
-  }
-  bool wait(clock_type::duration timeout = deadline) {
-    std::unique_lock lock(mutex_);
-    return cv_.wait_for(lock, timeout, [this] { return set_; });
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool set_ = false;
-};
-
-// A task that holds its worker until opened.
-struct gate {
-  event started;
-  event opened;
-  std::atomic<bool> timed_out{false};
-  std::atomic<bool> finished{false};
-
-  crosstown::task task() {
-    return [this] {
-      started.set();
-      if (!opened.wait()) timed_out = true;
-      finished = true;
-    };
-  }
-};
-
-// Runs `fn` on its own thread; joins on destruction.
-class background {
- public:
-  explicit background(std::function<void()> fn)
-      : thread_([this, fn = std::move(fn)] {
-          fn();
-          done_.set();
-        }) {}
-  background(const background&) = delete;
-  background& operator=(const background&) = delete;
-  ~background() { thread_.join(); }
-  bool wait_done(clock_type::duration timeout = deadline) { return done_.wait(timeout); }
-
- private:
-  event done_;
-  std::thread thread_;
-};
-
-struct lost_task {
-  std::uint64_t request_id;
-  std::uint32_t index;
-  std::string name;
-  task_state state;
-  friend bool operator==(const lost_task&, const lost_task&) = default;
-  friend std::ostream& operator<<(std::ostream& out, const lost_task& t) {
-    return out << t.name << " (request " << t.request_id << ", task " << t.index << ") "
-               << t.state;
-  }
-};
-
-class lost_log {
- public:
-  std::function<void(const task_info&, task_state)> hook(std::function<void()> also = {}) {
-    return [this, also](const task_info& info, task_state state) {
-      {
-        std::lock_guard lock(mutex_);
-        seen_.push_back({info.request_id, info.index, std::string(info.name), state});
-      }
-      if (also) also();
-    };
-  }
-  std::vector<lost_task> seen() const {
-    std::lock_guard lock(mutex_);
-    return seen_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<lost_task> seen_;
-};
-
-void complete(response_scope& scope, int status = 200) {
-  scope.status_known(status);
-  scope.response_sent();
-}
+using namespace crosstown::test_support;
 
 // =============================================================================================
 // hooks

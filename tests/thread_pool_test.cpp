@@ -14,6 +14,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -38,52 +40,11 @@ using crosstown::task_info;
 using crosstown::task_state;
 using crosstown::thread_pool;
 using testing::ElementsAre;
-using clock_type = std::chrono::steady_clock;
+using namespace crosstown::test_support;
 
-constexpr auto deadline = std::chrono::seconds(10);
 // How long a wait that is expected to expire lasts (a drain that cannot complete, a producer
 // that must stay blocked). Not a sleep: the test waits for a condition that must not happen.
 constexpr auto short_wait = std::chrono::milliseconds(100);
-
-// A one-shot event.
-class event {
- public:
-  void set() {
-    {
-      std::lock_guard lock(mutex_);
-      set_ = true;
-    }
-    cv_.notify_all();
-  }
-  /// True if the event was set within `timeout`.
-  bool wait(clock_type::duration timeout = deadline) {
-    std::unique_lock lock(mutex_);
-    return cv_.wait_for(lock, timeout, [this] { return set_; });
-  }
-  bool is_set() const {
-    std::lock_guard lock(mutex_);
-    return set_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
-  bool set_ = false;
-};
-
-// A task that holds its worker until opened: `started` is set when it runs.
-struct gate {
-  event started;
-  event opened;
-  std::atomic<bool> timed_out{false};
-
-  crosstown::task task() {
-    return [this] {
-      started.set();
-      if (!opened.wait()) timed_out = true;
-    };
-  }
-};
 
 // Spins (yielding) until `ready` holds or the deadline passes; for states with no notification.
 bool eventually(const std::function<bool()>& ready) {
@@ -94,59 +55,6 @@ bool eventually(const std::function<bool()>& ready) {
   }
   return true;
 }
-
-// Runs `fn` on its own thread; `wait_done` waits for it with a deadline. Joins on destruction.
-class background {
- public:
-  explicit background(std::function<void()> fn)
-      : thread_([this, fn = std::move(fn)] {
-          fn();
-          done_.set();
-        }) {}
-  background(const background&) = delete;
-  background& operator=(const background&) = delete;
-  ~background() { thread_.join(); }
-  bool wait_done(clock_type::duration timeout = deadline) { return done_.wait(timeout); }
-  std::thread::id id() const { return thread_.get_id(); }
-
- private:
-  event done_;  // declared before thread_: constructed before the thread starts
-  std::thread thread_;
-};
-
-// What the runtime's on_lost hook saw.
-struct lost_task {
-  std::uint64_t request_id;
-  std::uint32_t index;
-  std::string name;
-  task_state state;
-  friend bool operator==(const lost_task&, const lost_task&) = default;
-  friend std::ostream& operator<<(std::ostream& out, const lost_task& t) {
-    return out << t.name << " (request " << t.request_id << ", task " << t.index << ") "
-               << t.state;
-  }
-};
-
-class lost_log {
- public:
-  std::function<void(const task_info&, task_state)> hook(std::function<void()> also = {}) {
-    return [this, also](const task_info& info, task_state state) {
-      {
-        std::lock_guard lock(mutex_);
-        seen_.push_back({info.request_id, info.index, std::string(info.name), state});
-      }
-      if (also) also();
-    };
-  }
-  std::vector<lost_task> seen() const {
-    std::lock_guard lock(mutex_);
-    return seen_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<lost_task> seen_;
-};
 
 // Forwards each batch to another executor, counting hand-offs and their sizes.
 class counting_executor final : public crosstown::executor {
@@ -169,11 +77,6 @@ class counting_executor final : public crosstown::executor {
   mutable std::mutex mutex_;
   std::vector<std::size_t> sizes_;
 };
-
-void complete(response_scope& scope, int status = 200) {
-  scope.status_known(status);
-  scope.response_sent();
-}
 
 std::string described(std::uint64_t request, std::uint32_t index, std::string_view name) {
   return task_info{request, index, name}.describe();
