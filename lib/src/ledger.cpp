@@ -21,12 +21,22 @@ void ledger::notify_settled(const task_info& info, task_state state) noexcept {
   }
 }
 
+ledger::shard& ledger::mine() noexcept {
+  // Threads take shards round-robin on first use; a shard is shared only by threads that
+  // collide modulo shard_count.
+  static std::atomic<std::size_t> next_thread{0};
+  thread_local const std::size_t index =
+      next_thread.fetch_add(1, std::memory_order_relaxed) % shard_count;
+  return shards_[index];
+}
+
 void ledger::finished(task_state state, origin from, const task_info& info) noexcept {
-  add(terminal_[slot(state)], 1);
+  shard& s = mine();
+  add(s.terminal[slot(state)], 1);
   // Before the active count drops: a drain that returns has seen every observer call.
   notify_settled(info, state);
   if (from == origin::unreleased) return;
-  sub(from == origin::running ? in_flight_ : queued_, 1);
+  sub(from == origin::running ? s.in_flight : s.queued, 1);
   // acq_rel: a waiter that sees zero also sees the work of every finished task.
   if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     std::lock_guard lock(idle_mutex_);
@@ -67,18 +77,32 @@ bool ledger::wait_idle(std::chrono::steady_clock::time_point deadline) {
 }
 
 metrics_snapshot ledger::snapshot() const noexcept {
-  auto get = [](const std::atomic<std::uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+  auto sum = [this](auto member) {
+    std::uint64_t total = 0;  // unsigned wrap-around: per-shard gauges may "go negative"
+    for (const shard& s : shards_) total += (s.*member).load(std::memory_order_relaxed);
+    return total;
+  };
+  auto terminal = [this](task_state state) {
+    std::uint64_t total = 0;
+    for (const shard& s : shards_) total += s.terminal[slot(state)].load(std::memory_order_relaxed);
+    return total;
+  };
   metrics_snapshot m;
-  m.registered = get(registered_);
-  m.ran = get(terminal_[slot(task_state::ran)]);
-  m.failed = get(terminal_[slot(task_state::failed)]);
-  m.skipped_by_status = get(terminal_[slot(task_state::skipped_by_status)]);
-  m.skipped_by_delivery = get(terminal_[slot(task_state::skipped_by_delivery)]);
-  m.cancelled = get(terminal_[slot(task_state::cancelled)]);
-  m.rejected_by_overflow = get(terminal_[slot(task_state::rejected_by_overflow)]);
-  m.dropped_at_shutdown = get(terminal_[slot(task_state::dropped_at_shutdown)]);
-  m.queued = get(queued_);
-  m.in_flight = get(in_flight_);
+  m.registered = sum(&shard::registered);
+  m.ran = terminal(task_state::ran);
+  m.failed = terminal(task_state::failed);
+  m.skipped_by_status = terminal(task_state::skipped_by_status);
+  m.skipped_by_delivery = terminal(task_state::skipped_by_delivery);
+  m.cancelled = terminal(task_state::cancelled);
+  m.rejected_by_overflow = terminal(task_state::rejected_by_overflow);
+  m.dropped_at_shutdown = terminal(task_state::dropped_at_shutdown);
+  // A gauge read while tasks move may see a fall before the rise it follows: clamp at zero.
+  auto gauge = [](std::uint64_t wrapped) {
+    const auto value = static_cast<std::int64_t>(wrapped);
+    return value < 0 ? std::uint64_t{0} : static_cast<std::uint64_t>(value);
+  };
+  m.queued = gauge(sum(&shard::queued));
+  m.in_flight = gauge(sum(&shard::in_flight));
   return m;
 }
 

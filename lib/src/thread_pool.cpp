@@ -116,30 +116,25 @@ void thread_pool::work(worker_slot& slot) {
       for (std::size_t i = 0; i < take; ++i) {
         slot.chunk.push_back(std::move(front.jobs[front.next++]));
       }
-      slot.next = 0;
+      slot.next.store(0, std::memory_order_relaxed);
     }
     if (front.next == front.jobs.size()) queue_.pop_front();
     queued_ -= take;
     claimed_ += take;
     lock.unlock();
 
-    for (;;) {
-      job* current = nullptr;
-      {
-        std::lock_guard slot_lock(slot.mutex);
-        if (slot.abandon || slot.next == slot.chunk.size()) break;
-        current = &slot.chunk[slot.next];
-      }
-      current->run();
-      std::lock_guard slot_lock(slot.mutex);
-      ++slot.next;
+    for (std::size_t i = 0; i < take; ++i) {
+      if (slot.abandon.load(std::memory_order_relaxed)) break;
+      slot.chunk[i].run();
+      slot.next.store(i + 1, std::memory_order_release);
     }
     job_batch abandoned;
     {
       std::lock_guard slot_lock(slot.mutex);
-      if (slot.next < slot.chunk.size()) abandoned = take_range(slot.chunk, slot.next, slot.chunk.size());
+      const std::size_t done = slot.next.load(std::memory_order_relaxed);
+      if (done < slot.chunk.size()) abandoned = take_range(slot.chunk, done, slot.chunk.size());
       slot.chunk.clear();
-      slot.next = 0;
+      slot.next.store(0, std::memory_order_relaxed);
     }
     abandoned.clear();  // drops them: counted and reported, outside every lock
 
@@ -157,8 +152,10 @@ drain_report thread_pool::report_locked(bool complete) {
   std::uint64_t in_chunks = 0;
   for (const auto& slot : slots_) {
     std::lock_guard slot_lock(slot->mutex);
-    if (slot->next < slot->chunk.size()) ++report.running;
-    for (std::size_t i = slot->next; i < slot->chunk.size(); ++i) {
+    // Jobs from `next` on have not finished: their identity is not touched while they run.
+    const std::size_t next = slot->next.load(std::memory_order_acquire);
+    if (next < slot->chunk.size()) ++report.running;
+    for (std::size_t i = next; i < slot->chunk.size(); ++i) {
       ++in_chunks;
       report.unfinished.push_back(slot->chunk[i].info().describe());
     }
@@ -192,8 +189,7 @@ drain_report thread_pool::shutdown(clock::time_point deadline) {
         dropped.swap(queue_);
         queued_ = 0;
         for (const auto& slot : slots_) {
-          std::lock_guard slot_lock(slot->mutex);
-          slot->abandon = true;
+          slot->abandon.store(true, std::memory_order_relaxed);
         }
       }
       stopping_ = true;

@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <atomic>
 #include <cstddef>
 #include <deque>
 #include <memory>
@@ -76,11 +77,14 @@ class thread_pool final : public executor {
     job_batch jobs;
     std::size_t next = 0;
   };
+  // A worker's claimed slice. `chunk` changes only under `mutex` (at claim and at the end of
+  // the slice); while the worker runs it, `next` advances with release stores, so a report
+  // taken under `mutex` can name the unfinished jobs without a lock per job.
   struct worker_slot {
     std::mutex mutex;
-    job_batch chunk;           // guarded by mutex
-    std::size_t next = 0;      // first job of chunk not finished; guarded by mutex
-    bool abandon = false;      // set at a shutdown deadline; guarded by mutex
+    job_batch chunk;                       // resized under mutex
+    std::atomic<std::size_t> next{0};      // first job of chunk not finished
+    std::atomic<bool> abandon{false};      // set at a shutdown deadline
   };
 
   void work(worker_slot& slot);

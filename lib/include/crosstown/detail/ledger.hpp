@@ -1,6 +1,8 @@
 // crosstown/detail/ledger.hpp - not API. A runtime's accounting, shared with its jobs.
 //
-// Counters are relaxed atomics: each is exact on its own; a snapshot is consistent once
+// Counters are relaxed atomics, sharded by thread (each thread adds to its own cache line;
+// a snapshot sums the shards, wrapping arithmetic making gauges that rise on one thread and
+// fall on another come out right). Each is exact on its own; a snapshot is consistent once
 // activity has stopped (after `wait_idle`). `active_` counts tasks handed to an executor and
 // not yet terminal; reaching zero wakes `wait_idle` (notified under `idle_mutex_`, so no
 // wake-up is lost).
@@ -27,25 +29,26 @@ class ledger {
 
   ledger(error_hook on_error, lost_hook on_lost, settled_hook on_settled = {});
 
-  void registered(std::uint64_t n = 1) noexcept { add(registered_, n); }
+  void registered(std::uint64_t n = 1) noexcept { add(mine().registered, n); }
   /// A pending task reached a terminal state without being handed over (skipped, cancelled).
   void settled_pending(task_state state, const task_info& info) noexcept {
-    add(terminal_[slot(state)], 1);
+    add(mine().terminal[slot(state)], 1);
     notify_settled(info, state);
   }
   /// `n` tasks are about to be handed to executors.
   void handed_off(std::uint64_t n) noexcept {
-    add(queued_, n);
+    add(mine().queued, n);
     add(active_, n);
   }
   /// A job starts running; `was_queued` when it had been counted by `handed_off`.
   void started(bool was_queued) noexcept {
+    shard& s = mine();
     if (was_queued) {
-      sub(queued_, 1);
+      sub(s.queued, 1);
     } else {
       add(active_, 1);
     }
-    add(in_flight_, 1);
+    add(s.in_flight, 1);
   }
   using origin = ledger_origin;
   /// A job reached a terminal state.
@@ -72,14 +75,20 @@ class ledger {
 
   void notify_settled(const task_info& info, task_state state) noexcept;
 
+  struct alignas(64) shard {
+    std::atomic<std::uint64_t> registered{0};
+    std::array<std::atomic<std::uint64_t>, 7> terminal{};
+    std::atomic<std::uint64_t> queued{0};     // wraps per shard; the sum is the gauge
+    std::atomic<std::uint64_t> in_flight{0};  // likewise
+  };
+  static constexpr std::size_t shard_count = 16;
+  shard& mine() noexcept;
+
   error_hook on_error_;
   settled_hook on_settled_;
   lost_hook on_lost_;
-  std::atomic<std::uint64_t> registered_{0};
-  std::array<std::atomic<std::uint64_t>, 7> terminal_{};
-  std::atomic<std::uint64_t> queued_{0};
-  std::atomic<std::uint64_t> in_flight_{0};
-  std::atomic<std::uint64_t> active_{0};
+  std::array<shard, shard_count> shards_{};
+  alignas(64) std::atomic<std::uint64_t> active_{0};
   std::mutex idle_mutex_;
   std::condition_variable idle_cv_;
 };
