@@ -33,4 +33,14 @@ void defer(task fn, defer_options options) {
   fn();
 }
 
+void defer(task fn) {
+  if (response_scope* scope = bound_scope) {
+    scope->defer(std::move(fn));
+    return;
+  }
+  // The default policy is run_now.
+  if (!fn) throw std::invalid_argument("crosstown::defer: the task is empty");
+  fn();
+}
+
 }  // namespace crosstown

@@ -24,22 +24,6 @@ std::ostream& operator<<(std::ostream& out, const task_info& info) {
   return out << info.describe();
 }
 
-job::job(task fn, std::uint64_t request_id, std::uint32_t index, std::string name,
-         detail::ledger* ledger) noexcept
-    : fn_(std::move(fn)),
-      name_(std::move(name)),
-      request_id_(request_id),
-      index_(index),
-      ledger_(ledger) {}
-
-job::job(job&& other) noexcept
-    : fn_(std::move(other.fn_)),
-      name_(std::move(other.name_)),
-      request_id_(other.request_id_),
-      index_(other.index_),
-      ledger_(std::exchange(other.ledger_, nullptr)),
-      handed_off_(other.handed_off_) {}
-
 job& job::operator=(job&& other) noexcept {
   if (this != &other) {
     if (ledger_ != nullptr) drop();
@@ -51,10 +35,6 @@ job& job::operator=(job&& other) noexcept {
     handed_off_ = other.handed_off_;
   }
   return *this;
-}
-
-job::~job() {
-  if (ledger_ != nullptr) drop();
 }
 
 detail::ledger::origin job::origin() const noexcept {

@@ -13,28 +13,12 @@ namespace crosstown {
 
 namespace detail {
 
-void hand_off(runtime& rt, std::vector<released_task>&& tasks) noexcept {
+void hand_off(runtime& rt, released_tasks&& tasks) noexcept {
   if (tasks.empty()) return;
   rt.ledger().handed_off(tasks.size());
-  for (released_task& t : tasks) t.work.mark_handed_off();
+  for (job& j : tasks.jobs) j.mark_handed_off();
 
-  executor* const same_thread = &same_thread_executor::instance();
-  // One batch per executor in order of first appearance; a response rarely uses more than two.
-  std::vector<std::pair<executor*, job_batch>> batches;
-  if (std::all_of(tasks.begin(), tasks.end(),
-                  [&](const released_task& t) { return t.target == tasks.front().target; })) {
-    batches.emplace_back(tasks.front().target, job_batch{}).second.reserve(tasks.size());
-  }
-  for (released_task& t : tasks) {
-    auto it = std::find_if(batches.begin(), batches.end(),
-                           [&](const auto& b) { return b.first == t.target; });
-    if (it == batches.end()) it = batches.insert(batches.end(), {t.target, job_batch{}});
-    it->second.push_back(std::move(t.work));
-  }
-  // Same-thread tasks run on this thread; hand the others over first so they start meanwhile.
-  std::stable_partition(batches.begin(), batches.end(),
-                        [&](const auto& b) { return b.first != same_thread; });
-  for (auto& [target, batch] : batches) {
+  auto execute = [](executor* target, job_batch&& batch) noexcept {
     try {
       // Injected: the executor refuses the batch, exactly as if `execute` had thrown.
       if (CROSSTOWN_FAULT("hand_off.execute_throws")) throw std::runtime_error("injected fault");
@@ -43,7 +27,28 @@ void hand_off(runtime& rt, std::vector<released_task>&& tasks) noexcept {
       // The batch was moved into the call: its jobs were destroyed, so counted as dropped and
       // reported. Carry on with the other executors.
     }
+  };
+
+  executor* const first = tasks.targets.front();
+  if (std::all_of(tasks.targets.begin(), tasks.targets.end(),
+                  [first](executor* t) { return t == first; })) {
+    execute(first, std::move(tasks.jobs));
+    return;
   }
+  executor* const same_thread = &same_thread_executor::instance();
+  // One batch per executor in order of first appearance; a response rarely uses more than two.
+  std::vector<std::pair<executor*, job_batch>> batches;
+  for (std::size_t i = 0; i < tasks.size(); ++i) {
+    executor* const target = tasks.targets[i];
+    auto it = std::find_if(batches.begin(), batches.end(),
+                           [&](const auto& b) { return b.first == target; });
+    if (it == batches.end()) it = batches.insert(batches.end(), {target, job_batch{}});
+    it->second.push_back(std::move(tasks.jobs[i]));
+  }
+  // Same-thread tasks run on this thread; hand the others over first so they start meanwhile.
+  std::stable_partition(batches.begin(), batches.end(),
+                        [&](const auto& b) { return b.first != same_thread; });
+  for (auto& [target, batch] : batches) execute(target, std::move(batch));
 }
 
 }  // namespace detail
@@ -63,33 +68,68 @@ response_scope::response_scope(connection_scope& connection)
 response_scope::~response_scope() { end(); }
 
 void response_scope::defer(task fn, defer_options options) {
-  if (!fn) throw std::invalid_argument("crosstown::response_scope::defer: the task is empty");
   if (options.same_thread && options.executor) {
     throw std::invalid_argument(
         "crosstown::defer_options: both same_thread and executor are set; choose one");
   }
   executor* target =
       options.same_thread ? &same_thread_executor::instance() : options.executor.get();
+  add(std::move(fn), std::move(options.name), target, &options.no_go, options.phase,
+      options.always, options.require_delivery);
+}
 
+void response_scope::defer(task fn) {
+  add(std::move(fn), std::string(), nullptr, nullptr, phase::response_sent, false, false);
+}
+
+// `no_go` null: the default set.
+void response_scope::add(task&& fn, std::string&& name, executor* target,
+                         const status_set* no_go, enum phase phase, bool always,
+                         bool require_delivery) {
+  if (!fn) throw std::invalid_argument("crosstown::response_scope::defer: the task is empty");
   std::unique_lock lock(mutex_);
-  entry e{std::move(fn),   std::move(options.name), options.no_go,  target,
-          next_index_++,   options.phase,           options.always, options.require_delivery};
-  if (!e.name.empty()) {
+  if (!name.empty()) {
     auto same = std::find_if(entries_.begin(), entries_.end(),
-                             [&](const entry& p) { return p.name == e.name; });
+                             [&](const entry& p) { return p.name == name; });
     if (same != entries_.end()) {
       rt_.ledger().settled_pending(task_state::cancelled, info_of(*same));
       entries_.erase(same);
     }
   }
-  if (due_locked(e.phase)) {
-    rt_.ledger().registered();
-    settle_or_release_locked(std::move(e));
-    flush(lock);
-    return;
-  }
-  entries_.push_back(std::move(e));
+  const std::uint16_t set = no_go == nullptr ? 0 : intern_locked(*no_go);
+  // The first task makes room for a few: most handlers defer more than one, and growing from
+  // one entry at a time would allocate at 1, 2 and 4.
+  if (entries_.capacity() == 0) entries_.reserve(initial_capacity);
+  entry& e = entries_.emplace_back(std::move(fn), std::move(name), target, next_index_++, set,
+                                   phase, always, require_delivery);
   rt_.ledger().registered();
+  if (due_locked(e.phase)) {
+    entry late = std::move(e);
+    entries_.pop_back();
+    settle_or_release_locked(std::move(late));
+    flush(lock);
+  }
+}
+
+std::uint16_t response_scope::intern_locked(const status_set& set) {
+  static constexpr status_set default_set = status_set::default_no_go();
+  if (set == default_set) return 0;
+  // Newest first: a handler deferring many tasks usually repeats the set it used last.
+  for (std::size_t i = no_go_sets_.size(); i > 0; --i) {
+    if (no_go_sets_[i - 1] == set) return static_cast<std::uint16_t>(i);
+  }
+  if (no_go_sets_.size() >= max_no_go_sets) {
+    throw std::length_error("crosstown::response_scope::defer: more than " +
+                            std::to_string(max_no_go_sets) +
+                            " distinct no-go sets in one response");
+  }
+  no_go_sets_.push_back(set);
+  return static_cast<std::uint16_t>(no_go_sets_.size());
+}
+
+const status_set& response_scope::no_go_of(const entry& e) const noexcept {
+  static constexpr status_set default_set = status_set::default_no_go();
+  return e.no_go == 0 ? default_set : no_go_sets_[e.no_go - 1];
 }
 
 bool response_scope::cancel(std::string_view name) {
@@ -204,7 +244,7 @@ bool response_scope::due_locked(enum phase p) const noexcept {
 }
 
 void response_scope::settle_or_release_locked(entry&& e) {
-  if (!e.always && e.no_go.contains(status_)) {
+  if (!e.always && no_go_of(e).contains(status_)) {
     rt_.ledger().settled_pending(task_state::skipped_by_status, info_of(e));
     return;
   }
@@ -216,16 +256,16 @@ void response_scope::settle_or_release_locked(entry&& e) {
   }
   executor* target = e.target != nullptr ? e.target : &rt_.pool();
   if (executor* redirect = rt_.redirected_to()) target = redirect;
-  detail::released_task released{
-      job(std::move(e.fn), id_, e.index, std::move(e.name), &rt_.ledger()), target};
+  job work(std::move(e.fn), id_, e.index, std::move(e.name), &rt_.ledger());
   if (e.phase == phase::connection_closed && connection_ != nullptr) {
-    to_connection_.push_back(std::move(released));
+    to_connection_.push_back(std::move(work), target);
   } else {
-    outbox_.push_back(std::move(released));
+    outbox_.push_back(std::move(work), target);
   }
 }
 
 void response_scope::release_due_locked() {
+  outbox_.reserve(outbox_.size() + entries_.size());
   auto keep = entries_.begin();
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
     if (due_locked(it->phase)) {
@@ -245,10 +285,10 @@ void response_scope::flush(std::unique_lock<std::mutex>& lock) {
   dispatching_ = true;
   dispatcher_ = std::this_thread::get_id();
   while (!outbox_.empty() || (!to_connection_.empty() && ended_)) {
-    std::vector<detail::released_task> now;
-    now.swap(outbox_);
-    std::vector<detail::released_task> later;
-    if (ended_) later.swap(to_connection_);
+    detail::released_tasks now;
+    std::swap(now, outbox_);
+    detail::released_tasks later;
+    if (ended_) std::swap(later, to_connection_);
     lock.unlock();
     detail::hand_off(rt_, std::move(now));
     if (!later.empty()) connection_->adopt(std::move(later));
@@ -267,7 +307,7 @@ std::vector<pending_task> response_scope::pending_tasks() const {
   std::vector<pending_task> out;
   out.reserve(entries_.size());
   for (const entry& e : entries_) {
-    out.push_back({e.index, e.name, e.phase, e.no_go, e.always, e.require_delivery,
+    out.push_back({e.index, e.name, e.phase, no_go_of(e), e.always, e.require_delivery,
                    e.target == &same_thread_executor::instance(), e.target});
   }
   return out;
@@ -304,12 +344,12 @@ connection_scope::connection_scope(runtime& rt) : rt_(rt) {}
 connection_scope::~connection_scope() { closed(); }
 
 void connection_scope::closed() noexcept {
-  std::vector<detail::released_task> ready;
+  detail::released_tasks ready;
   {
     std::lock_guard lock(mutex_);
     if (closed_) return;
     closed_ = true;
-    ready.swap(held_);
+    std::swap(ready, held_);
   }
   detail::hand_off(rt_, std::move(ready));
 }
@@ -324,11 +364,11 @@ std::size_t connection_scope::held() const {
   return held_.size();
 }
 
-void connection_scope::adopt(std::vector<detail::released_task>&& tasks) noexcept {
+void connection_scope::adopt(detail::released_tasks&& tasks) noexcept {
   {
     std::lock_guard lock(mutex_);
     if (!closed_) {
-      std::move(tasks.begin(), tasks.end(), std::back_inserter(held_));
+      held_.append(std::move(tasks));
       return;
     }
   }

@@ -52,6 +52,8 @@ class scope_binding {
 response_scope* current_scope() noexcept;
 
 /// Defers `fn` on the bound scope, or applies `options.if_unbound` when none is bound.
-void defer(task fn, defer_options options = {});
+void defer(task fn, defer_options options);
+/// `defer(fn, {})`: the default options, without building them on every call.
+void defer(task fn);
 
 }  // namespace crosstown

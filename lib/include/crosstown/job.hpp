@@ -22,6 +22,7 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace crosstown {
@@ -54,14 +55,28 @@ struct task_failure {
 class job {
  public:
   job() noexcept = default;
-  job(task fn, std::uint64_t request_id, std::uint32_t index, std::string name,
-      detail::ledger* ledger) noexcept;
-  job(job&& other) noexcept;
+  job(task&& fn, std::uint64_t request_id, std::uint32_t index, std::string&& name,
+      detail::ledger* ledger) noexcept
+      : fn_(std::move(fn)),
+        name_(std::move(name)),
+        request_id_(request_id),
+        index_(index),
+        ledger_(ledger) {}
+  // Moves are inline: a job travels scope -> batch -> queue -> worker, moved at each hop.
+  job(job&& other) noexcept
+      : fn_(std::move(other.fn_)),
+        name_(std::move(other.name_)),
+        request_id_(other.request_id_),
+        index_(other.index_),
+        ledger_(std::exchange(other.ledger_, nullptr)),
+        handed_off_(other.handed_off_) {}
   job& operator=(job&& other) noexcept;
   job(const job&) = delete;
   job& operator=(const job&) = delete;
   /// A job destroyed before it finished counts as `dropped_at_shutdown`.
-  ~job();
+  ~job() {
+    if (ledger_ != nullptr) drop();
+  }
 
   /// Runs the task on the calling thread and records the outcome. Never throws.
   void run() noexcept;

@@ -91,10 +91,16 @@ class response_scope {
 
   // --- registration (handlers) ---
 
+  /// Room for this many tasks is made at the first `defer`; the list then grows geometrically.
+  static constexpr std::size_t initial_capacity = 4;
+
   /// Registers a task. Throws std::invalid_argument if both `same_thread` and `executor` are
   /// set. Deferring a closure of at most 48 bytes allocates nothing beyond the scope's task
   /// list (and the name, if longer than the standard library's small-string buffer).
-  void defer(task fn, defer_options options = {});
+  void defer(task fn, defer_options options);
+  /// Registers a task with the default options. The same as `defer(fn, {})`, without
+  /// building and destroying a `defer_options` on every call.
+  void defer(task fn);
   /// Cancels the pending task of that name (counted `cancelled`). False if there is none.
   bool cancel(std::string_view name);
 
@@ -131,18 +137,27 @@ class response_scope {
   runtime& owner() const noexcept { return rt_; }
 
  private:
+  // A pending task. Its no-go set is held by number, not by value: a status_set is 128 bytes
+  // and nearly every task uses the default, so entries stay small and cheap to move.
   struct entry {
     task fn;
     std::string name;
-    status_set no_go;
     executor* target;  // null: the runtime's pool
     std::uint32_t index;
+    std::uint16_t no_go;  // 0: the default set; n: no_go_sets_[n - 1]
     enum phase phase;
     bool always;
     bool require_delivery;
   };
 
+  static constexpr std::size_t max_no_go_sets = 0xffff;
+
   task_info info_of(const entry& e) const noexcept;
+  const status_set& no_go_of(const entry& e) const noexcept;
+  void add(task&& fn, std::string&& name, executor* target, const status_set* no_go,
+           enum phase phase, bool always, bool require_delivery);
+  // The number `entry::no_go` holds for `set`, adding it to no_go_sets_ if it is new.
+  std::uint16_t intern_locked(const status_set& set);
   bool due_locked(enum phase p) const noexcept;
   // Judges a due entry: settles it if skipped, else queues it for hand-off.
   void settle_or_release_locked(entry&& e);
@@ -158,8 +173,9 @@ class response_scope {
   mutable std::mutex mutex_;
   std::condition_variable handoff_done_;           // dispatching_ became false
   std::vector<entry> entries_;                     // pending tasks; guarded by mutex_
-  std::vector<detail::released_task> outbox_;      // allowed, not yet handed over; mutex_
-  std::vector<detail::released_task> to_connection_;  // mutex_
+  std::vector<status_set> no_go_sets_;             // distinct non-default sets; mutex_
+  detail::released_tasks outbox_;                  // allowed, not yet handed over; mutex_
+  detail::released_tasks to_connection_;           // mutex_
   std::string failure_reason_;                     // guarded by mutex_
   std::uint32_t next_index_ = 0;                   // guarded by mutex_
   int status_ = 0;                                 // 0: unknown; guarded by mutex_
@@ -193,11 +209,11 @@ class connection_scope {
  private:
   friend class response_scope;
   // Takes an ended response's connection-phase tasks; hands them over at once if closed.
-  void adopt(std::vector<detail::released_task>&& tasks) noexcept;
+  void adopt(detail::released_tasks&& tasks) noexcept;
 
   runtime& rt_;
   mutable std::mutex mutex_;
-  std::vector<detail::released_task> held_;  // guarded by mutex_
+  detail::released_tasks held_;  // guarded by mutex_
   bool closed_ = false;                      // guarded by mutex_
 };
 

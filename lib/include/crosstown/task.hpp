@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -80,30 +81,39 @@ class task {
  private:
   struct operations {
     void (*invoke)(void* self);
-    void (*move)(void* dst, void* src) noexcept;  // move-constructs into dst, destroys src
+    // Move-constructs into dst and destroys src. Null when the stored object may be moved by
+    // copying its bytes (a trivially copyable closure, or the pointer to a heap-held one):
+    // tasks travel scope -> job -> batch -> worker, and each hop is then a plain copy.
+    void (*move)(void* dst, void* src) noexcept;
     void (*destroy)(void* self) noexcept;
   };
 
   template <class F>
   static constexpr operations inline_ops{
       [](void* self) { (*static_cast<F*>(self))(); },
-      [](void* dst, void* src) noexcept {
-        ::new (dst) F(std::move(*static_cast<F*>(src)));
-        static_cast<F*>(src)->~F();
-      },
+      std::is_trivially_copyable_v<F>
+          ? nullptr
+          : +[](void* dst, void* src) noexcept {
+              ::new (dst) F(std::move(*static_cast<F*>(src)));
+              static_cast<F*>(src)->~F();
+            },
       [](void* self) noexcept { static_cast<F*>(self)->~F(); },
   };
 
   template <class F>
   static constexpr operations heap_ops{
       [](void* self) { (**static_cast<F**>(self))(); },
-      [](void* dst, void* src) noexcept { ::new (dst) F*(*static_cast<F**>(src)); },
+      nullptr,
       [](void* self) noexcept { delete *static_cast<F**>(self); },
   };
 
   void take(task& other) noexcept {
     if (other.ops_ != nullptr) {
-      other.ops_->move(storage_, other.storage_);
+      if (other.ops_->move == nullptr) {
+        std::memcpy(storage_, other.storage_, inline_capacity);
+      } else {
+        other.ops_->move(storage_, other.storage_);
+      }
       ops_ = std::exchange(other.ops_, nullptr);
     }
   }
