@@ -74,23 +74,23 @@ void response_scope::defer(task fn, defer_options options) {
   }
   executor* target =
       options.same_thread ? &same_thread_executor::instance() : options.executor.get();
-  add(std::move(fn), std::move(options.name), target, &options.no_go, options.phase,
+  add(std::move(fn), options.name, target, &options.no_go, options.phase,
       options.always, options.require_delivery);
 }
 
 void response_scope::defer(task fn) {
-  add(std::move(fn), std::string(), nullptr, nullptr, phase::response_sent, false, false);
+  add(std::move(fn), {}, nullptr, nullptr, phase::response_sent, false, false);
 }
 
 // `no_go` null: the default set.
-void response_scope::add(task&& fn, std::string&& name, executor* target,
+void response_scope::add(task&& fn, std::string_view name, executor* target,
                          const status_set* no_go, enum phase phase, bool always,
                          bool require_delivery) {
   if (!fn) throw std::invalid_argument("crosstown::response_scope::defer: the task is empty");
   std::unique_lock lock(mutex_);
   if (!name.empty()) {
     auto same = std::find_if(entries_.begin(), entries_.end(),
-                             [&](const entry& p) { return p.name == name; });
+                             [&](const entry& p) { return p.name.view() == name; });
     if (same != entries_.end()) {
       rt_.ledger().settled_pending(task_state::cancelled, info_of(*same));
       entries_.erase(same);
@@ -100,7 +100,7 @@ void response_scope::add(task&& fn, std::string&& name, executor* target,
   // The first task makes room for a few: most handlers defer more than one, and growing from
   // one entry at a time would allocate at 1, 2 and 4.
   if (entries_.capacity() == 0) entries_.reserve(initial_capacity);
-  entry& e = entries_.emplace_back(std::move(fn), std::move(name), target, next_index_++, set,
+  entry& e = entries_.emplace_back(std::move(fn), detail::task_name(name), target, next_index_++, set,
                                    phase, always, require_delivery);
   rt_.ledger().registered();
   if (due_locked(e.phase)) {
@@ -135,7 +135,7 @@ const status_set& response_scope::no_go_of(const entry& e) const noexcept {
 bool response_scope::cancel(std::string_view name) {
   std::lock_guard lock(mutex_);
   auto it = std::find_if(entries_.begin(), entries_.end(),
-                         [&](const entry& e) { return !e.name.empty() && e.name == name; });
+                         [&](const entry& e) { return !e.name.empty() && e.name.view() == name; });
   if (it == entries_.end()) return false;
   rt_.ledger().settled_pending(task_state::cancelled, info_of(*it));
   entries_.erase(it);
@@ -299,7 +299,7 @@ void response_scope::flush(std::unique_lock<std::mutex>& lock) {
 }
 
 task_info response_scope::info_of(const entry& e) const noexcept {
-  return {id_, e.index, e.name};
+  return {id_, e.index, e.name.view()};
 }
 
 std::vector<pending_task> response_scope::pending_tasks() const {
@@ -307,7 +307,7 @@ std::vector<pending_task> response_scope::pending_tasks() const {
   std::vector<pending_task> out;
   out.reserve(entries_.size());
   for (const entry& e : entries_) {
-    out.push_back({e.index, e.name, e.phase, no_go_of(e), e.always, e.require_delivery,
+    out.push_back({e.index, std::string(e.name.view()), e.phase, no_go_of(e), e.always, e.require_delivery,
                    e.target == &same_thread_executor::instance(), e.target});
   }
   return out;

@@ -14,6 +14,7 @@
 // thread-safe; `run()` is noexcept. The runtime that released a job must outlive it.
 #pragma once
 
+#include <crosstown/detail/task_name.hpp>
 #include <crosstown/metrics.hpp>
 #include <crosstown/task.hpp>
 
@@ -55,7 +56,7 @@ struct task_failure {
 class job {
  public:
   job() noexcept = default;
-  job(task&& fn, std::uint64_t request_id, std::uint32_t index, std::string&& name,
+  job(task&& fn, std::uint64_t request_id, std::uint32_t index, detail::task_name&& name,
       detail::ledger* ledger) noexcept
       : fn_(std::move(fn)),
         name_(std::move(name)),
@@ -88,7 +89,7 @@ class job {
   /// Internal, called by the hand-off: the job now counts as queued.
   void mark_handed_off() noexcept { handed_off_ = true; }
 
-  task_info info() const noexcept { return {request_id_, index_, name_}; }
+  task_info info() const noexcept { return {request_id_, index_, name_.view()}; }
   /// True once the job has reached a terminal state (or was moved from).
   bool finished() const noexcept { return ledger_ == nullptr; }
 
@@ -97,7 +98,7 @@ class job {
   detail::ledger_origin origin() const noexcept;
 
   task fn_;
-  std::string name_;
+  detail::task_name name_;
   std::uint64_t request_id_ = 0;
   std::uint32_t index_ = 0;
   detail::ledger* ledger_ = nullptr;  // null once finished

@@ -42,6 +42,7 @@
 
 #include <crosstown/defer_options.hpp>
 #include <crosstown/detail/released_task.hpp>
+#include <crosstown/detail/task_name.hpp>
 #include <crosstown/status_set.hpp>
 #include <crosstown/task.hpp>
 
@@ -141,7 +142,7 @@ class response_scope {
   // and nearly every task uses the default, so entries stay small and cheap to move.
   struct entry {
     task fn;
-    std::string name;
+    detail::task_name name;
     executor* target;  // null: the runtime's pool
     std::uint32_t index;
     std::uint16_t no_go;  // 0: the default set; n: no_go_sets_[n - 1]
@@ -154,7 +155,7 @@ class response_scope {
 
   task_info info_of(const entry& e) const noexcept;
   const status_set& no_go_of(const entry& e) const noexcept;
-  void add(task&& fn, std::string&& name, executor* target, const status_set* no_go,
+  void add(task&& fn, std::string_view name, executor* target, const status_set* no_go,
            enum phase phase, bool always, bool require_delivery);
   // The number `entry::no_go` holds for `set`, adding it to no_go_sets_ if it is new.
   std::uint16_t intern_locked(const status_set& set);
