@@ -80,6 +80,46 @@ TEST(Harness, A404SkipsTheDeferredWork) {
   EXPECT_THAT(*h.find("call-0"), Not(RanAfterResponse()));
 }
 
+TEST(Harness, RanAfterResponseRejectsATaskReleasedWhenTheHeadersWentOut) {
+  harness h;
+  h.call([&](crosstown::response_scope& scope) {
+    scope.defer([] {}, {.name = "early", .phase = crosstown::phase::headers_sent});
+    scope.defer([] {}, {.name = "late"});
+  });
+  h.scope().status_known(200);
+  h.scope().headers_sent();
+  EXPECT_EQ(h.queued(), 1u);
+  h.scope().response_sent();
+  EXPECT_EQ(h.run_all(), 2u);
+  // Both ran, after respond's events - but only "late" was released by the last byte.
+  EXPECT_THAT(*h.find("early"), EndedAs(crosstown::task_state::ran));
+  EXPECT_THAT(*h.find("early"), Not(RanAfterResponse()));
+  EXPECT_THAT(*h.find("late"), RanAfterResponse());
+}
+
+TEST(Harness, RespondStillTellsTheHeadersPhaseFromTheLastByte) {
+  harness h;
+  h.call([&](crosstown::response_scope& scope) {
+    scope.defer([] {}, {.name = "early", .phase = crosstown::phase::headers_sent});
+    scope.defer([] {}, {.name = "late"});
+  });
+  h.respond(200);  // headers sent, then the last byte, in one call
+  EXPECT_EQ(h.run_all(), 2u);
+  EXPECT_THAT(*h.find("early"), Not(RanAfterResponse()));
+  EXPECT_THAT(*h.find("late"), RanAfterResponse());
+}
+
+TEST(Harness, MatcherFailuresDescribeTheRecord) {
+  harness h;
+  h.call([&] { crosstown::defer([] {}, {.name = "call-0"}); });
+  h.respond(404);
+  const crosstown::testing::task_record& record = *h.find("call-0");
+  EXPECT_EQ(::testing::DescribeMatcher<crosstown::testing::task_record>(RanAfterResponse()),
+            "ran after its response");
+  EXPECT_EQ(::testing::PrintToString(record),
+            "{\"call-0\" (request 1, task 0): skipped_by_status, status 404, BEFORE the response}");
+}
+
 TEST(Harness, DeliveryFailureFollowsEachTasksRule) {
   harness h;
   int ran = 0;

@@ -19,7 +19,7 @@ harness::harness()
           .on_settled = [this](const task_info& info, task_state state) { on_settled(info, state); },
       })),
       connection_(std::make_unique<connection_scope>(*rt_)) {
-  rt_->redirect_all_to(manual_);
+  rt_->redirect_all_to(recorder_);
 }
 
 harness::~harness() {
@@ -95,11 +95,30 @@ int harness::status_of(std::uint64_t request_id) const {
   return 0;
 }
 
+bool harness::completed(std::uint64_t request_id) const {
+  // Called during a hand-off, when the scope's lock is not held. Every request before the
+  // current one has ended; the current one (or none, while it is being destroyed) is asked.
+  return scope_ == nullptr || scope_->id() != request_id ||
+         scope_->delivery_state() != delivery::pending;
+}
+
+void harness::release_recorder::execute(job_batch batch) {
+  for (const job& j : batch) {
+    const task_info info = j.info();
+    if (owner_.completed(info.request_id)) {
+      owner_.released_after_.emplace_back(info.request_id, info.index);
+    }
+  }
+  owner_.manual_.execute(std::move(batch));
+}
+
 void harness::on_settled(const task_info& info, task_state state) {
   // Called inside the scope's lock: record only, never call back into the scope.
-  const bool responded = info.request_id == completing_ || status_of(info.request_id) != 0;
+  const bool released_after =
+      std::find(released_after_.begin(), released_after_.end(),
+                std::pair{info.request_id, info.index}) != released_after_.end();
   history_.push_back({info.request_id, info.index, std::string(info.name), state,
-                      status_of(info.request_id), responded});
+                      status_of(info.request_id), released_after});
 }
 
 bool harness::next_task() { return manual_.run_one(); }

@@ -52,7 +52,9 @@ struct task_record {
   task_state state = task_state::pending;
   /// Final status of the task's response when the task settled (0: unknown).
   int status = 0;
-  /// The task's response had been sent (or had failed) before the task settled.
+  /// The task was released (handed to its executor) only after its response had been sent
+  /// or had failed, and then settled. False for a task released at "headers sent", or by any
+  /// event before the response's completion was reported.
   bool after_response = false;
 };
 
@@ -144,11 +146,26 @@ class harness {
   void fill_status();
   int status_of(std::uint64_t request_id) const;
 
+  // Sits between the runtime and the manual executor: notes, for every job handed over,
+  // whether its response had been completed at that moment.
+  class release_recorder final : public executor {
+   public:
+    explicit release_recorder(harness& owner) : owner_(owner) {}
+    void execute(job_batch batch) override;
+
+   private:
+    harness& owner_;
+  };
+  bool completed(std::uint64_t request_id) const;
+
   std::vector<task_record> history_;
   std::vector<std::pair<std::uint64_t, int>> responded_;  // request id, final status
+  // Tasks handed over after their response completed: (request id, index).
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> released_after_;
   std::uint64_t completing_ = 0;  // request whose completion is being reported
   boost::asio::io_context io_;
   manual_executor manual_;
+  release_recorder recorder_{*this};
   std::unique_ptr<runtime> rt_;
   std::unique_ptr<connection_scope> connection_;
   std::unique_ptr<response_scope> scope_;
