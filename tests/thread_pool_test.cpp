@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -90,6 +91,45 @@ TEST(ThreadPool, HasTheRequestedNumberOfWorkers) {
   thread_pool automatic({.threads = 0});
   EXPECT_EQ(automatic.thread_count(),
             std::max<std::size_t>(1, std::thread::hardware_concurrency()));
+}
+
+// The ids of this process's threads, as Linux lists them.
+std::set<std::string> thread_ids() {
+  std::set<std::string> ids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    ids.insert(entry.path().filename().string());
+  }
+  return ids;
+}
+
+// Threads in `after` that were not in `before`. (Threads that ended meanwhile - say, of an
+// earlier test's pool - only leave the list, so they cannot be mistaken for new ones.)
+std::size_t started_between(const std::set<std::string>& before,
+                            const std::set<std::string>& after) {
+  return static_cast<std::size_t>(std::count_if(
+      after.begin(), after.end(), [&](const std::string& id) { return !before.contains(id); }));
+}
+
+TEST(ThreadPool, StartsItsWorkersWithTheFirstBatchOnly) {
+  const std::set<std::string> before = thread_ids();
+  runtime rt({.threads = 3});
+  {
+    response_scope scope(rt);
+    scope.defer([] {}, {.same_thread = true});  // runs here: the pool is never handed work
+    complete(scope);
+  }
+  EXPECT_EQ(rt.metrics().ran, 1u);
+  const std::set<std::string> idle = thread_ids();
+  EXPECT_EQ(started_between(before, idle), 0u)
+      << "a pool that was never handed work started threads";
+  {
+    response_scope scope(rt);
+    scope.defer([] {});
+    complete(scope);
+  }
+  EXPECT_EQ(started_between(idle, thread_ids()), 3u);
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(rt.metrics().ran, 2u);
 }
 
 TEST(ThreadPool, KnowsItsOwnWorkerThreads) {

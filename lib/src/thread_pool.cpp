@@ -35,6 +35,11 @@ thread_pool::thread_pool(thread_pool_options options)
   for (std::size_t i = 0; i < options_.threads; ++i) {
     slots_.push_back(std::make_unique<worker_slot>());
   }
+}
+
+void thread_pool::start_locked() {
+  if (started_) return;
+  started_ = true;
   for (std::size_t i = 0; i < options_.threads; ++i) {
     workers_.emplace_back([this, slot = slots_[i].get()] { work(*slot); });
   }
@@ -58,6 +63,7 @@ std::size_t thread_pool::room_locked() const noexcept {
 void thread_pool::execute(job_batch batch) {
   if (batch.empty()) return;
   std::unique_lock lock(mutex_);
+  if (accepting_) start_locked();
   std::size_t start = 0;
   while (accepting_) {
     const std::size_t remaining = batch.size() - start;

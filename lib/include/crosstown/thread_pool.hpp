@@ -12,6 +12,9 @@
 // the overflow itself, to avoid deadlock), `reject` rejects the rest (counted
 // `rejected_by_overflow` and reported), `run_on_caller` runs the rest on the calling thread.
 //
+// Workers start with the first batch: a pool that is never handed work (a runtime whose tasks
+// all go elsewhere, as in the simulator) never starts a thread.
+//
 // A task that throws is caught by `job::run`: the worker survives and carries on with the next.
 // Thread-safe. The destructor finishes all queued work before joining; use `shutdown` with a
 // deadline to bound that.
@@ -66,7 +69,8 @@ class thread_pool final : public executor {
   /// The report names what was dropped or still running at the deadline. Idempotent.
   drain_report shutdown(clock::time_point deadline);
 
-  std::size_t thread_count() const noexcept { return workers_.size(); }
+  /// Worker threads the pool runs (once it has been handed work).
+  std::size_t thread_count() const noexcept { return options_.threads; }
   /// Tasks queued and not yet claimed by a worker.
   std::size_t queue_depth() const;
   /// True on one of this pool's worker threads.
@@ -88,6 +92,7 @@ class thread_pool final : public executor {
   };
 
   void work(worker_slot& slot);
+  void start_locked();
   bool idle_locked() const noexcept { return queued_ == 0 && claimed_ == 0; }
   drain_report report_locked(bool complete);
   std::size_t room_locked() const noexcept;
@@ -102,8 +107,9 @@ class thread_pool final : public executor {
   std::size_t claimed_ = 0;          // jobs in worker chunks; guarded by mutex_
   bool accepting_ = true;            // guarded by mutex_
   bool stopping_ = false;            // workers exit when the queue is empty; guarded by mutex_
+  bool started_ = false;             // workers_ were started; guarded by mutex_
   std::vector<std::unique_ptr<worker_slot>> slots_;
-  std::vector<std::thread> workers_;
+  std::vector<std::thread> workers_;  // grows only under mutex_ while accepting_
   std::once_flag joined_;
   drain_report shutdown_report_;     // written once under joined_
 };
