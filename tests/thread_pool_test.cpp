@@ -12,6 +12,8 @@
 #include <crosstown/runtime.hpp>
 
 #include <gmock/gmock.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include "test_support.hpp"
@@ -130,6 +132,33 @@ TEST(ThreadPool, StartsItsWorkersWithTheFirstBatchOnly) {
   EXPECT_EQ(started_between(idle, thread_ids()), 3u);
   ASSERT_TRUE(rt.drain_for(deadline).complete);
   EXPECT_EQ(rt.metrics().ran, 2u);
+}
+
+TEST(ThreadPool, WorkersRunAtTheRequestedNiceness) {
+  const int process = ::getpriority(PRIO_PROCESS, 0);
+  runtime rt({.threads = 1, .worker_nice = 7});
+  std::atomic<int> seen{-100};
+  {
+    response_scope scope(rt);
+    scope.defer([&] { seen = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())); });
+    complete(scope);
+  }
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(seen.load(), std::min(process + 7, 19));
+  EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())), process)
+      << "the thread handing over keeps its priority";
+}
+
+TEST(ThreadPool, NicenessOutsideItsRangeIsRejectedByName) {
+  for (int bad : {-1, 20}) {
+    try {
+      thread_pool pool({.threads = 1, .nice = bad});
+      ADD_FAILURE() << "nice = " << bad << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()), "crosstown::thread_pool_options::nice is " +
+                                           std::to_string(bad) + "; it must be in 0-19");
+    }
+  }
 }
 
 TEST(ThreadPool, KnowsItsOwnWorkerThreads) {

@@ -2,7 +2,14 @@
 
 #include <crosstown/detail/wait.hpp>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
+
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 #include <iterator>
 #include <limits>
 #include <utility>
@@ -26,10 +33,31 @@ job_batch take_range(job_batch& from, std::size_t first, std::size_t last) {
   return out;
 }
 
+int checked_nice(int nice) {
+  if (nice < 0 || nice > 19) {
+    throw std::invalid_argument("crosstown::thread_pool_options::nice is " +
+                                std::to_string(nice) + "; it must be in 0-19");
+  }
+  return nice;
+}
+
+// Raising a thread's niceness is always permitted, so this cannot fail for 0-19.
+void lower_this_threads_priority(int nice) {
+#if defined(__linux__)
+  if (nice != 0) {
+    const int current = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), std::min(current + nice, 19));
+  }
+#else
+  (void)nice;
+#endif
+}
+
 }  // namespace
 
 thread_pool::thread_pool(thread_pool_options options)
-    : options_{resolve_threads(options.threads), options.capacity, options.overflow} {
+    : options_{resolve_threads(options.threads), options.capacity, options.overflow,
+               checked_nice(options.nice)} {
   slots_.reserve(options_.threads);
   workers_.reserve(options_.threads);
   for (std::size_t i = 0; i < options_.threads; ++i) {
@@ -108,6 +136,7 @@ void thread_pool::execute(job_batch batch) {
 
 void thread_pool::work(worker_slot& slot) {
   current_pool = this;
+  lower_this_threads_priority(options_.nice);
   const std::size_t spread = 2 * options_.threads;
   std::unique_lock lock(mutex_);
   for (;;) {

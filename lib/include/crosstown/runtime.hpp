@@ -42,6 +42,9 @@ struct runtime_options {
   std::size_t queue_capacity = 0;
   /// What the pool does with tasks beyond `queue_capacity`.
   overflow_policy overflow = overflow_policy::block;
+  /// Niceness of the pool's workers, 0-19 (see thread_pool_options::nice): raise it so that
+  /// deferred work yields the CPU to the threads serving requests.
+  int worker_nice = 0;
   /// Called when a task throws. Empty: a line on stderr.
   std::function<void(const task_failure&)> on_error{};
   /// Called when a task is rejected by overflow or dropped at shutdown. Empty: a line on stderr.

@@ -48,6 +48,11 @@ struct thread_pool_options {
   /// Most unfinished tasks the pool holds; 0 means unbounded.
   std::size_t capacity = 0;
   overflow_policy overflow = overflow_policy::block;
+  /// Niceness the workers add to the process's (0-19; Linux, elsewhere ignored). Deferred
+  /// work competes for the CPU with the threads serving requests; at 10 a busy worker gets
+  /// about a tenth of a core the server wants. 0: the workers run like the process. Outside
+  /// 0-19 the constructor throws std::invalid_argument.
+  int nice = 0;
 };
 
 class thread_pool final : public executor {
