@@ -89,17 +89,23 @@ void oracle::report(std::string invariant, std::string message) {
                      trace_.empty() ? 0 : trace_.size() - 1};
 }
 
-oracle::response_rec* oracle::find(std::uint64_t request) {
-  auto it = responses_.find(request);
-  return it == responses_.end() ? nullptr : &it->second;
+const oracle::response_rec* oracle::find(std::uint64_t request) const noexcept {
+  if (consecutive_) {
+    if (request < first_id_ || request - first_id_ >= responses_.size()) return nullptr;
+    return &responses_[request - first_id_];
+  }
+  auto it = index_.find(request);
+  return it == index_.end() ? nullptr : &responses_[it->second];
+}
+
+oracle::response_rec* oracle::find(std::uint64_t request) noexcept {
+  return const_cast<response_rec*>(std::as_const(*this).find(request));
 }
 
 std::string oracle::who(std::uint64_t request, std::uint32_t index) const {
-  auto it = responses_.find(request);
+  const response_rec* r = find(request);
   std::string name;
-  if (it != responses_.end() && index < it->second.tasks.size()) {
-    name = it->second.tasks[index].spec.name;
-  }
+  if (r != nullptr && index < r->tasks.size()) name = r->tasks[index].spec.name;
   return task_info{request, index, name}.describe();
 }
 
@@ -113,10 +119,22 @@ void oracle::connection_closed(std::uint32_t conn) {
   record({now(), event_kind::connection_closed, conn});
 }
 
-void oracle::request_started(std::uint64_t request, std::uint32_t conn, std::uint32_t seq) {
-  response_rec& r = responses_[request];
-  r.conn = conn;
-  r.seq = seq;
+void oracle::request_started(std::uint64_t request, std::uint32_t conn, std::uint32_t seq,
+                             std::uint32_t planned_tasks) {
+  response_rec* r = find(request);
+  if (r == nullptr) {
+    if (responses_.empty()) first_id_ = request;
+    if (consecutive_ && request != first_id_ + responses_.size()) {
+      consecutive_ = false;
+      for (std::size_t i = 0; i < responses_.size(); ++i) index_.emplace(responses_[i].id, i);
+    }
+    if (!consecutive_) index_.emplace(request, responses_.size());
+    r = &responses_.emplace_back();
+    r->id = request;
+    r->tasks.reserve(planned_tasks);
+  }
+  r->conn = conn;
+  r->seq = seq;
   record({now(), event_kind::request_started, conn, request, 0, seq});
 }
 
@@ -346,10 +364,10 @@ void oracle::fault_fired(std::string_view site) {
 std::vector<std::string> oracle::never_ran() const {
   std::vector<std::string> out;
   std::vector<std::uint64_t> ids;
-  for (const auto& [id, r] : responses_) ids.push_back(id);
+  for (const response_rec& r : responses_) ids.push_back(r.id);
   std::sort(ids.begin(), ids.end());
   for (std::uint64_t id : ids) {
-    const response_rec& r = responses_.at(id);
+    const response_rec& r = *find(id);
     for (std::uint32_t i = 0; i < r.tasks.size(); ++i) {
       const task_rec& t = r.tasks[i];
       if (t.cancelled || t.started > 0 || t.lost_to_fault || skipped_by_status(r, t)) continue;
@@ -371,7 +389,7 @@ void oracle::check_final(const metrics_snapshot& m) {
                            missing.front());
   }
   std::uint64_t registered = 0, cancelled = 0, by_status = 0, by_delivery = 0, fault_lost = 0;
-  for (const auto& [id, r] : responses_) {
+  for (const response_rec& r : responses_) {
     for (const task_rec& t : r.tasks) {
       ++registered;
       if (t.cancelled) {
@@ -406,7 +424,7 @@ void oracle::check_final(const metrics_snapshot& m) {
 
 std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> oracle::completions() const {
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> out;
-  for (const auto& [id, r] : responses_) {
+  for (const response_rec& r : responses_) {
     if (r.done_ns != 0) out[{r.conn, r.seq}] = r.done_ns;
   }
   return out;

@@ -28,8 +28,9 @@ std::optional<strategy_kind> parse_strategy(std::string_view text) noexcept {
 class scheduler::strategy {
  public:
   virtual ~strategy() = default;
-  /// Index of the item to run next among `items` (non-empty, in posting order).
-  virtual std::uint32_t pick(const std::vector<item>& items, std::uint64_t step) = 0;
+  /// Index of the item to run next among the runnable items, given by their actors
+  /// (non-empty, in the order the items became runnable).
+  virtual std::uint32_t pick(const std::vector<actor_id>& items, std::uint64_t step) = 0;
 
  protected:
   strategy() = default;
@@ -39,11 +40,9 @@ class scheduler::strategy {
 
 namespace {
 
-using item = scheduler::item;
-
 class fifo_strategy final : public scheduler::strategy {
  public:
-  std::uint32_t pick(const std::vector<item>&, std::uint64_t) override { return 0; }
+  std::uint32_t pick(const std::vector<actor_id>&, std::uint64_t) override { return 0; }
 };
 
 class random_strategy final : public scheduler::strategy {
@@ -51,12 +50,13 @@ class random_strategy final : public scheduler::strategy {
   explicit random_strategy(rng r) : rng_(r) {}
   // A uniformly chosen actor runs its oldest item: one actor's items (a connection's
   // completions, like a strand's) keep their order; actors interleave at random.
-  std::uint32_t pick(const std::vector<item>& items, std::uint64_t) override {
+  std::uint32_t pick(const std::vector<actor_id>& items, std::uint64_t) override {
     firsts_.clear();
+    seen_.clear();
     for (std::uint32_t i = 0; i < items.size(); ++i) {
-      const actor_id a = items[i].actor;
-      if (std::none_of(firsts_.begin(), firsts_.end(),
-                       [&](std::uint32_t f) { return items[f].actor == a; })) {
+      const actor_id a = items[i];
+      if (std::find(seen_.begin(), seen_.end(), a) == seen_.end()) {
+        seen_.push_back(a);
         firsts_.push_back(i);
       }
     }
@@ -66,6 +66,7 @@ class random_strategy final : public scheduler::strategy {
  private:
   rng rng_;
   std::vector<std::uint32_t> firsts_;
+  std::vector<actor_id> seen_;
 };
 
 // PCT (Burckhardt et al., ASPLOS 2010): random distinct priorities per actor, d - 1 change
@@ -79,18 +80,18 @@ class pct_strategy final : public scheduler::strategy {
     low_base_ = depth;
   }
 
-  std::uint32_t pick(const std::vector<item>& items, std::uint64_t step) override {
+  std::uint32_t pick(const std::vector<actor_id>& items, std::uint64_t step) override {
     std::uint32_t best = 0;
     std::uint64_t best_priority = 0;
     for (std::uint32_t i = 0; i < items.size(); ++i) {
-      const std::uint64_t p = priority(items[i].actor);
+      const std::uint64_t p = priority(items[i]);
       if (i == 0 || p > best_priority) {
         best = i;
         best_priority = p;
       }
     }
     if (auto cp = change_points_.find(step); cp != change_points_.end()) {
-      priorities_[items[best].actor] = cp->second;  // below every initial priority
+      priorities_[items[best]] = cp->second;  // below every initial priority
     }
     return best;
   }
@@ -111,7 +112,7 @@ class pct_strategy final : public scheduler::strategy {
 class replay_strategy final : public scheduler::strategy {
  public:
   explicit replay_strategy(std::vector<std::uint32_t> schedule) : schedule_(std::move(schedule)) {}
-  std::uint32_t pick(const std::vector<item>& items, std::uint64_t step) override {
+  std::uint32_t pick(const std::vector<actor_id>& items, std::uint64_t step) override {
     if (next_ >= schedule_.size()) {
       throw replay_divergence("replay: the recorded schedule ended at step " +
                               std::to_string(step) + " but " + std::to_string(items.size()) +
@@ -153,15 +154,56 @@ scheduler::scheduler(virtual_time& time, strategy_options options, std::uint64_t
 
 scheduler::~scheduler() = default;
 
-void scheduler::post(std::string name, actor_id actor, std::function<void()> fn) {
-  runnable_.push_back({std::move(name), actor, next_seq_++, std::move(fn)});
+std::string item_name::str() const {
+  if (pattern_ == nullptr) return text_ != nullptr ? *text_ : std::string();
+  std::string out;
+  std::size_t arg = 0;
+  for (const char* p = pattern_; *p != '\0'; ++p) {
+    if (p[0] == '{' && p[1] == '}' && arg < 3) {
+      out += std::to_string(args_[arg++]);
+      ++p;
+    } else {
+      out += *p;
+    }
+  }
+  return out;
 }
 
-void scheduler::post_at(time_point at, std::string name, actor_id actor,
-                        std::function<void()> fn) {
-  time_.call_at(at, [this, name = std::move(name), actor, fn = std::move(fn)]() mutable {
-    post(std::move(name), actor, std::move(fn));
-  });
+const std::string& scheduler::current() const {
+  current_ = running_ != no_slot ? items_[running_].name.str() : std::string();
+  return current_;
+}
+
+std::uint32_t scheduler::store(item_name&& name, actor_id actor, work&& fn) {
+  std::uint32_t slot = 0;
+  if (free_slots_.empty()) {
+    slot = static_cast<std::uint32_t>(items_.size());
+    items_.emplace_back();
+  } else {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  }
+  item& i = items_[slot];
+  i.name = std::move(name);
+  i.actor = actor;
+  i.fn = std::move(fn);
+  return slot;
+}
+
+void scheduler::make_runnable(std::uint32_t slot) {
+  items_[slot].seq = next_seq_++;
+  runnable_.push_back(slot);
+  actors_.push_back(items_[slot].actor);
+}
+
+void scheduler::post(item_name name, actor_id actor, work fn) {
+  make_runnable(store(std::move(name), actor, std::move(fn)));
+}
+
+void scheduler::post_at(time_point at, item_name name, actor_id actor, work fn) {
+  const std::uint32_t slot = store(std::move(name), actor, std::move(fn));
+  // The timer holds only the slot: a closure small enough for std::function's inline storage.
+  time_.call_at(at, [this, slot] { make_runnable(slot); });
 }
 
 run_outcome scheduler::run(std::uint64_t step_cap, std::optional<time_point> until) {
@@ -182,25 +224,41 @@ run_outcome scheduler::run(std::uint64_t step_cap, std::optional<time_point> unt
     if (out.steps >= step_cap) {
       out.capped = true;
       std::vector<std::pair<std::uint64_t, std::string>> named;
-      for (const item& i : runnable_) named.emplace_back(recent[i.name], i.name);
+      for (const std::uint32_t slot : runnable_) {
+        std::string name = items_[slot].name.str();
+        const std::uint64_t count = recent[name];
+        named.emplace_back(count, std::move(name));
+      }
       std::stable_sort(named.begin(), named.end(),
                        [](const auto& a, const auto& b) { return a.first > b.first; });
       for (auto& [count, name] : named) out.live.push_back(std::move(name));
       break;
     }
-    const std::uint32_t choice = strategy_->pick(runnable_, steps_);
+    const std::uint32_t choice = strategy_->pick(actors_, steps_);
     decisions_.push_back(choice);
     if (log_ != nullptr) {
       log_->add(journal_kind::decision, "pick", choice, runnable_.size(), time_.now_ns());
     }
-    item chosen = std::move(runnable_[choice]);
+    const std::uint32_t slot = runnable_[choice];
     runnable_.erase(runnable_.begin() + choice);
+    actors_.erase(actors_.begin() + choice);
     ++steps_;
     ++out.steps;
-    if (step_cap - out.steps < 1000) ++recent[chosen.name];
-    current_ = chosen.name;
-    chosen.fn();
-    current_.clear();
+    if (step_cap - out.steps < 1000) ++recent[items_[slot].name.str()];
+    // Out of the slot before running: the item may post others, which may reuse or grow the
+    // storage. The slot (and its name, for current()) is freed once the item has run.
+    work fn = std::move(items_[slot].fn);
+    struct finish_guard {
+      scheduler& s;
+      std::uint32_t slot;
+      ~finish_guard() {
+        s.running_ = no_slot;
+        s.items_[slot].name = item_name();
+        s.free_slots_.push_back(slot);
+      }
+    } guard{*this, slot};
+    running_ = slot;
+    fn();
   }
   return out;
 }

@@ -3,6 +3,7 @@
 #include <crosstown/sim/oracle.hpp>
 
 #include <algorithm>
+#include <cstddef>
 #include <utility>
 
 namespace crosstown::sim {
@@ -36,21 +37,27 @@ void sim_executor::execute(job_batch batch) {
 }
 
 void sim_executor::dispatch() {
-  for (std::uint32_t w = 0; w < busy_.size() && !queue_.empty(); ++w) {
+  for (std::uint32_t w = 0; w < busy_.size() && queued() > 0; ++w) {
     if (busy_[w]) continue;
     busy_[w] = true;
-    sched_.post("worker " + std::to_string(w) + ": take a job", options_.first_actor + w,
+    sched_.post(item_name::lazy("worker {}: take a job", w), options_.first_actor + w,
                 [this, w] { take(w); });
   }
 }
 
 void sim_executor::take(std::uint32_t worker) {
-  if (queue_.empty()) {
+  if (queued() == 0) {
     busy_[worker] = false;
     return;
   }
-  job j = std::move(queue_.front());
-  queue_.pop_front();
+  job j = std::move(queue_[head_++]);
+  if (head_ == queue_.size()) {
+    queue_.clear();
+    head_ = 0;
+  } else if (head_ >= 64 && head_ * 2 >= queue_.size()) {
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(head_));
+    head_ = 0;
+  }
   const task_info info = j.info();
   const std::uint64_t request = info.request_id;
   const std::uint32_t index = info.index;
@@ -58,7 +65,7 @@ void sim_executor::take(std::uint32_t worker) {
   if (observer_ != nullptr) observer_->task_started(request, index, worker);
   j.run();
   const duration cost(costs_.between(options_.min_cost.count(), options_.max_cost.count()));
-  sched_.post_after(cost, "worker " + std::to_string(worker) + ": finish " + info.describe(),
+  sched_.post_after(cost, item_name::lazy("worker {}: finish task {} of request {}", worker, index, request),
                     options_.first_actor + worker, [this, worker, request, index, started] {
                       if (observer_ != nullptr) {
                         observer_->task_finished(request, index, worker, started);

@@ -123,11 +123,11 @@ class fault_dice final : public fault::injector {
 
 struct conn_state {
   std::uint32_t id = 0;
-  std::unique_ptr<rng> handler_rng;
-  std::unique_ptr<rng> link_rng;
+  std::optional<rng> handler_rng;
+  std::optional<rng> link_rng;
   link_options link{};
-  std::unique_ptr<connection> wire;
-  std::unique_ptr<connection_scope> scope;
+  std::optional<connection> wire;
+  std::optional<connection_scope> scope;
   std::deque<std::uint32_t> arrived;
   std::uint32_t total = 0;
   std::uint32_t served = 0;
@@ -137,17 +137,29 @@ struct conn_state {
   bool dead = false;
 };
 
+// A task the handler will defer, as drawn (compact: the no-go set and the name are only
+// materialized when the task is actually deferred, which a run without deferred work skips).
+struct planned_task {
+  std::int32_t no_go = 0;  // index into no_go_choices(), or -1 for status_set::none()
+  std::int64_t name = -1;  // "call-<name>", or -1: unnamed
+  enum phase phase = phase::response_sent;
+  bool same_thread = false;
+  bool always = false;
+  bool require_delivery = false;
+  bool throws = false;
+};
+
 struct response_state {
   std::uint64_t id = 0;
   conn_state* conn = nullptr;
   std::uint32_t seq = 0;
-  std::unique_ptr<response_scope> scope;
+  std::optional<response_scope> scope;
   int status = 200;
   bool status_reported = false;
   std::uint64_t header_bytes = 0;
   std::uint64_t body_bytes = 0;
   std::uint32_t next_index = 0;
-  std::vector<task_spec> planned;
+  std::vector<planned_task> planned;
 };
 
 // The no-go sets handlers pick from (the first is the default).
@@ -160,17 +172,20 @@ const std::array<status_set, 5>& no_go_choices() {
 
 class world final : public transport_observer {
  public:
-  explicit world(const run_config& cfg)
+  // `journaled`: false only for a run whose digest nobody reads (run_checked's I7 rerun):
+  // journaling records what happened, it never changes what happens.
+  explicit world(const run_config& cfg, bool journaled = true)
       : cfg_(cfg),
         s_(cfg.world),
         log_(cfg.keep_journal),
-        oracle_(&log_, cfg.keep_trace),
+        jl_(journaled ? &log_ : nullptr),
+        oracle_(jl_, cfg.keep_trace),
         rt_({.threads = 1,
              .on_error = [this](const task_failure& f) { oracle_.task_failed(f.task); },
              .on_lost = [this](const task_info& i, task_state st) { oracle_.task_lost(i, st); }}),
-        sched_(time_, cfg.strategy, cfg.seed, &log_),
-        pool_rng_(cfg.seed, 2, &log_),
-        dice_(cfg.seed, s_.fault_run_rate, s_.fault_hit_rate, oracle_, &log_),
+        sched_(time_, cfg.strategy, cfg.seed, jl_),
+        pool_rng_(cfg.seed, 2, jl_),
+        dice_(cfg.seed, s_.fault_run_rate, s_.fault_hit_rate, oracle_, jl_),
         pool_(sched_, pool_rng_,
               {.workers = s_.workers,
                .drop_every = cfg.planted == mutation::drop_job ? 13U : 0U},
@@ -223,7 +238,7 @@ class world final : public transport_observer {
   }
 
   journal& log() noexcept { return log_; }
-  std::vector<event> take_trace() { return oracle_.trace(); }
+  std::vector<event> take_trace() { return oracle_.take_trace(); }
 
   // transport_observer
   void on_accepted(std::uint32_t conn, std::uint64_t first_byte, std::uint64_t bytes) override {
@@ -270,8 +285,8 @@ class world final : public transport_observer {
     for (std::uint32_t i = 0; i < n; ++i) {
       auto c = std::make_unique<conn_state>();
       c->id = i + 1;
-      c->handler_rng = std::make_unique<rng>(cfg_.seed, 100 + 2 * c->id, &log_);
-      c->link_rng = std::make_unique<rng>(cfg_.seed, 101 + 2 * c->id, &log_);
+      c->handler_rng.emplace(cfg_.seed, 100 + 2 * c->id, jl_);
+      c->link_rng.emplace(cfg_.seed, 101 + 2 * c->id, jl_);
       c->total = s_.requests / n + (i < s_.requests % n ? 1 : 0);
       rng& lr = *c->link_rng;
       c->link = s_.link;
@@ -288,26 +303,26 @@ class world final : public transport_observer {
         }
       }
       const bool half_close = lr.chance(s_.half_close_rate);
-      c->wire = std::make_unique<connection>(c->id, sched_, lr, c->link, faults, &log_, this);
-      c->scope = std::make_unique<connection_scope>(rt_);
+      c->wire.emplace(c->id, sched_, lr, c->link, faults, jl_, this);
+      c->scope.emplace(rt_);
       oracle_.connection_opened(c->id);
       // The client sends its requests; each arrives after the link latency.
       time_point at = time_.now();
       for (std::uint32_t k = 0; k < c->total; ++k) {
         at += s_.pipelined ? duration(lr.between(0, 1000))
                            : duration(lr.between(0, s_.max_request_gap.count()));
-        sched_.post_at(at + c->link.latency, "conn " + std::to_string(c->id) + ": request arrives",
+        sched_.post_at(at + c->link.latency, item_name::lazy("conn {}: request arrives", c->id),
                        c->id, [this, conn = c.get(), k] { on_arrival(*conn, k); });
       }
       if (half_close) {
-        sched_.post_at(at + c->link.latency + duration(1), "conn " + std::to_string(c->id) + ": client half-closes",
+        sched_.post_at(at + c->link.latency + duration(1), item_name::lazy("conn {}: client half-closes", c->id),
                        c->id, [this, conn = c.get()] {
                          conn->half_closed = true;
                          maybe_close(*conn);
                        });
       }
       if (c->total == 0) {
-        sched_.post("conn " + std::to_string(c->id) + ": unused", c->id,
+        sched_.post(item_name::lazy("conn {}: unused", c->id), c->id,
                     [this, conn = c.get()] { close(*conn); });
       }
       conns_.push_back(std::move(c));
@@ -331,14 +346,14 @@ class world final : public transport_observer {
     r->conn = &c;
     r->seq = c.arrived.front();
     c.arrived.pop_front();
-    r->scope = std::make_unique<response_scope>(*c.scope);
+    r->scope.emplace(*c.scope);
     r->id = r->scope->id();
     ++requests_started_;
-    oracle_.request_started(r->id, c.id, r->seq);
+    oracle_.request_started(r->id, c.id, r->seq, cfg_.defer_tasks ? s_.max_tasks : 0);
     plan(*r);
     response_state* raw = r.get();
     responses_.emplace(r->id, std::move(r));
-    sched_.post("request " + std::to_string(raw->id) + ": handler step 1", c.id,
+    sched_.post(item_name::lazy("request {}: handler step 1", raw->id), c.id,
                 [this, raw] { handler_step1(*raw); });
   }
 
@@ -349,20 +364,20 @@ class world final : public transport_observer {
     const auto n = static_cast<std::uint32_t>(h.between(s_.min_tasks, s_.max_tasks));
     r.planned.reserve(n);
     for (std::uint32_t i = 0; i < n; ++i) {
-      task_spec t;
+      planned_task t;
       t.same_thread = h.chance(s_.same_thread_rate);
-      t.no_go = no_go_choices()[h.below(no_go_choices().size())];
-      if (h.chance(0.05)) t.no_go = status_set::none();
+      t.no_go = static_cast<std::int32_t>(h.below(no_go_choices().size()));
+      if (h.chance(0.05)) t.no_go = -1;
       t.always = h.chance(s_.always_rate);
       t.require_delivery = h.chance(s_.require_delivery_rate);
-      if (h.chance(s_.named_rate)) t.name = "call-" + std::to_string(h.below(s_.distinct_names));
+      if (h.chance(s_.named_rate)) t.name = static_cast<std::int64_t>(h.below(s_.distinct_names));
       if (h.chance(s_.headers_phase_rate)) {
         t.phase = phase::headers_sent;
       } else if (h.chance(s_.connection_phase_rate)) {
         t.phase = phase::connection_closed;
       }
       t.throws = h.chance(s_.throw_rate);
-      r.planned.push_back(std::move(t));
+      r.planned.push_back(t);
     }
     r.status = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
     r.header_bytes = static_cast<std::uint64_t>(
@@ -374,7 +389,15 @@ class world final : public transport_observer {
   void defer_planned(response_state& r, std::uint32_t upto) {
     for (; r.next_index < upto; ++r.next_index) {
       if (!cfg_.defer_tasks) continue;
-      task_spec& t = r.planned[r.next_index];
+      const planned_task& p = r.planned[r.next_index];
+      task_spec t;
+      t.same_thread = p.same_thread;
+      t.no_go = p.no_go < 0 ? status_set::none() : no_go_choices()[static_cast<std::size_t>(p.no_go)];
+      t.always = p.always;
+      t.require_delivery = p.require_delivery;
+      if (p.name >= 0) t.name = "call-" + std::to_string(p.name);
+      t.phase = p.phase;
+      t.throws = p.throws;
       defer_options o;
       if (t.same_thread) {
         o.same_thread = true;
@@ -390,7 +413,7 @@ class world final : public transport_observer {
       const std::uint32_t index = r.next_index;
       const bool same_thread = t.same_thread;
       const bool throws = t.throws;
-      oracle_.task_registered(id, index, t);
+      oracle_.task_registered(id, index, std::move(t));
       oracle* o_ptr = &oracle_;
       const virtual_time* clock = &time_;
       r.scope->defer(
@@ -407,7 +430,7 @@ class world final : public transport_observer {
   void handler_step1(response_state& r) {
     defer_planned(r, static_cast<std::uint32_t>(r.planned.size() / 2));
     const duration think(r.conn->handler_rng->between(0, s_.max_think.count()));
-    sched_.post_after(think, "request " + std::to_string(r.id) + ": handler step 2", r.conn->id,
+    sched_.post_after(think, item_name::lazy("request {}: handler step 2", r.id), r.conn->id,
                       [this, rp = &r] { handler_step2(*rp); });
   }
 
@@ -415,8 +438,9 @@ class world final : public transport_observer {
     rng& h = *r.conn->handler_rng;
     defer_planned(r, static_cast<std::uint32_t>(r.planned.size()));
     if (h.chance(s_.cancel_rate)) {
-      const std::string name = "call-" + std::to_string(h.below(s_.distinct_names));
+      const std::uint64_t which = h.below(s_.distinct_names);  // drawn with or without tasks
       if (cfg_.defer_tasks) {
+        const std::string name = "call-" + std::to_string(which);
         const bool cancelled = r.scope->cancel(name);
         oracle_.task_cancelled(r.id, name, cancelled);
       }
@@ -484,7 +508,7 @@ class world final : public transport_observer {
     c.busy = false;
     responses_.erase(r.id);  // destroys r
     if (!c.dead) {
-      sched_.post("conn " + std::to_string(c.id) + ": next request", c.id,
+      sched_.post(item_name::lazy("conn {}: next request", c.id), c.id,
                   [this, cp = &c] { start_next(*cp); });
     }
   }
@@ -495,7 +519,7 @@ class world final : public transport_observer {
       close(c);
       return;
     }
-    sched_.post_after(s_.keep_alive_timeout, "conn " + std::to_string(c.id) + ": idle timeout",
+    sched_.post_after(s_.keep_alive_timeout, item_name::lazy("conn {}: idle timeout", c.id),
                       c.id, [this, cp = &c] { close(*cp); });
   }
 
@@ -511,6 +535,7 @@ class world final : public transport_observer {
   // Declaration order is destruction order reversed: the runtime outlives everything that
   // holds its jobs; the oracle outlives the executor (dropped jobs are reported to it).
   journal log_;
+  journal* const jl_;  // &log_, or nullptr when not journaled
   virtual_time time_;
   oracle oracle_;
   runtime rt_;
@@ -525,13 +550,19 @@ class world final : public transport_observer {
 
 }  // namespace
 
-run_result run_once(const run_config& config) {
-  world w(config);
+namespace {
+
+run_result run_world(const run_config& config, bool journaled) {
+  world w(config, journaled);
   run_result out = w.run();
   out.trace = w.take_trace();
-  out.log = w.log();
+  out.log = std::move(w.log());
   return out;
 }
+
+}  // namespace
+
+run_result run_once(const run_config& config) { return run_world(config, true); }
 
 run_result run_checked(const run_config& config, check_options checks) {
   run_config first_cfg = config;
@@ -543,7 +574,8 @@ run_result run_checked(const run_config& config, check_options checks) {
     bare.defer_tasks = false;
     bare.keep_trace = false;
     bare.keep_journal = false;
-    const run_result without = run_once(bare);
+    // Only its completion times are compared: its journal digest would be thrown away.
+    const run_result without = run_world(bare, false);
     for (const auto& [key, with_time] : out.completions) {
       auto it = without.completions.find(key);
       const std::int64_t other = it == without.completions.end() ? 0 : it->second;

@@ -34,7 +34,7 @@ void connection::async_write(std::uint64_t bytes, write_handler done) {
   if (remaining_ == 0) {
     write_handler h = std::move(done_);
     done_ = nullptr;
-    sched_.post("conn " + std::to_string(id_) + ": write done", id_, [h = std::move(h)] { h(true); });
+    sched_.post(item_name::lazy("conn {}: write done", id_), id_, [h = std::move(h)] { h(true); });
     return;
   }
   do_write();
@@ -46,7 +46,7 @@ void connection::fail_write() {
   done_ = nullptr;
   remaining_ = 0;
   blocked_ = false;
-  sched_.post("conn " + std::to_string(id_) + ": write failed", id_, [h = std::move(h)] { h(false); });
+  sched_.post(item_name::lazy("conn {}: write failed", id_), id_, [h = std::move(h)] { h(false); });
 }
 
 void connection::do_write() {
@@ -67,7 +67,7 @@ void connection::do_write() {
   }
   chunk_in_flight_ = true;
   sched_.post_after(duration(static_cast<std::int64_t>(chunk * link_.ns_per_byte)),
-                    "conn " + std::to_string(id_) + ": accept " + std::to_string(chunk) + " bytes",
+                    item_name::lazy("conn {}: accept {} bytes", id_, chunk),
                     id_, [this, chunk, then_reset] { on_chunk(chunk, then_reset); });
 }
 
@@ -81,7 +81,7 @@ void connection::on_chunk(std::uint64_t bytes, bool then_reset) {
     remaining_ -= std::min(remaining_, bytes);
     note("accepted", bytes, accepted_);
     if (observer_ != nullptr) observer_->on_accepted(id_, first, bytes);
-    sched_.post_after(link_.latency, "conn " + std::to_string(id_) + ": bytes arrive", id_,
+    sched_.post_after(link_.latency, item_name::lazy("conn {}: bytes arrive", id_), id_,
                       [this, bytes] { on_arrive(bytes); });
   }
   if (then_reset) {
@@ -115,7 +115,7 @@ void connection::on_arrive(std::uint64_t bytes) {
 void connection::maybe_read() {
   if (reset_ || stalled_ || read_scheduled_ || arrived_ == 0) return;
   read_scheduled_ = true;
-  sched_.post_after(link_.read_delay, "conn " + std::to_string(id_) + ": client reads", id_,
+  sched_.post_after(link_.read_delay, item_name::lazy("conn {}: client reads", id_), id_,
                     [this] { on_read(); });
 }
 
@@ -134,7 +134,7 @@ void connection::on_read() {
   note("read", n, read_);
   if (stalled_ && faults_.stall_for > duration::zero()) {
     const std::uint64_t epoch = stall_epoch_;
-    sched_.post_after(faults_.stall_for, "conn " + std::to_string(id_) + ": stall ends", id_,
+    sched_.post_after(faults_.stall_for, item_name::lazy("conn {}: stall ends", id_), id_,
                       [this, epoch] {
                         if (epoch == stall_epoch_) set_stalled(false);
                       });

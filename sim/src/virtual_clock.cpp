@@ -21,10 +21,15 @@ clock_binding::~clock_binding() { bound_time = previous_; }
 
 timer_id virtual_time::call_at(time_point deadline, std::function<void()> fn) {
   const timer_id id = next_id_++;
-  if (callbacks_.size() <= id) callbacks_.resize(id + 1);
-  callbacks_[id] = std::move(fn);
+  if (callbacks_.size() == id) {
+    callbacks_.push_back(std::move(fn));  // ids are consecutive: the usual case
+  } else {
+    if (callbacks_.size() < id) callbacks_.resize(id + 1);
+    callbacks_[id] = std::move(fn);
+  }
   queue_.push({deadline < now_ ? now_ : deadline, id});
   ++live_;
+  if (!callbacks_[id]) ++cancelled_queued_;  // an empty callback is dropped like a cancelled one
   return id;
 }
 
@@ -32,11 +37,16 @@ bool virtual_time::cancel(timer_id id) {
   if (id >= callbacks_.size() || !callbacks_[id]) return false;
   callbacks_[id] = nullptr;
   --live_;
+  ++cancelled_queued_;
   return true;
 }
 
 void virtual_time::drop_cancelled() {
-  while (!queue_.empty() && !callbacks_[queue_.top().id]) queue_.pop();
+  // Only cancelled timers leave an empty callback in the queue; most runs cancel none.
+  while (cancelled_queued_ > 0 && !queue_.empty() && !callbacks_[queue_.top().id]) {
+    queue_.pop();
+    --cancelled_queued_;
+  }
 }
 
 bool virtual_time::fire_one(time_point limit) {

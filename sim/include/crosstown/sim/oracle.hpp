@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace crosstown::sim {
@@ -113,7 +114,9 @@ class oracle {
   // --- the simulated server (ground truth) ---
   void connection_opened(std::uint32_t conn);
   void connection_closed(std::uint32_t conn);
-  void request_started(std::uint64_t request, std::uint32_t conn, std::uint32_t seq_on_conn);
+  /// `planned_tasks`: how many tasks the handler may register (a capacity hint only).
+  void request_started(std::uint64_t request, std::uint32_t conn, std::uint32_t seq_on_conn,
+                       std::uint32_t planned_tasks = 0);
   void task_registered(std::uint64_t request, std::uint32_t index, task_spec spec);
   /// The handler cancelled by name; `core_result` is what `response_scope::cancel` returned.
   void task_cancelled(std::uint64_t request, std::string_view name, bool core_result);
@@ -152,6 +155,8 @@ class oracle {
   const std::optional<violation>& first_violation() const noexcept { return first_; }
   std::uint64_t violations() const noexcept { return violations_; }
   const std::vector<event>& trace() const noexcept { return trace_; }
+  /// Moves the trace out (at the end of a run).
+  std::vector<event> take_trace() noexcept { return std::move(trace_); }
   std::uint64_t tasks_started() const noexcept { return started_; }
   /// When each response finished on the transport, by (connection, sequence on connection):
   /// the last byte's acceptance (positive) or the failure (negated time - 1).
@@ -171,6 +176,7 @@ class oracle {
     bool lost_to_fault = false;
   };
   struct response_rec {
+    std::uint64_t id = 0;
     std::uint32_t conn = 0;
     std::uint32_t seq = 0;
     int status = 0;
@@ -189,7 +195,8 @@ class oracle {
   std::size_t record(event e);
   std::int64_t now() const noexcept { return time_ != nullptr ? time_->now_ns() : 0; }
   void violate(const char* invariant, std::string message);
-  response_rec* find(std::uint64_t request);
+  response_rec* find(std::uint64_t request) noexcept;
+  const response_rec* find(std::uint64_t request) const noexcept;
   bool phase_reached(const response_rec& r, enum phase p) const;
   bool delivered_for(const response_rec& r, enum phase p) const;
   bool skipped_by_status(const response_rec& r, const task_rec& t) const;
@@ -205,7 +212,13 @@ class oracle {
   bool fault_in_context_ = false;
   std::uint64_t core_epoch_ = 0;
   std::vector<event> trace_;
-  std::unordered_map<std::uint64_t, response_rec> responses_;
+  // Responses in the order they started. Request ids come from one runtime's counter, so
+  // they are consecutive: the id is then the index (plus the first id) and no map is needed;
+  // if they ever are not, `index_` takes over.
+  std::vector<response_rec> responses_;
+  std::uint64_t first_id_ = 0;
+  bool consecutive_ = true;
+  std::unordered_map<std::uint64_t, std::size_t> index_;
   std::unordered_map<std::uint32_t, bool> conn_closed_;
   std::optional<violation> first_;
   std::uint64_t violations_ = 0;

@@ -23,13 +23,18 @@
 #include <crosstown/sim/journal.hpp>
 #include <crosstown/sim/virtual_clock.hpp>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace crosstown::sim {
@@ -59,6 +64,122 @@ class replay_divergence : public std::runtime_error {
 /// Identifies who a work item belongs to (for PCT): a connection, a worker, a test thread.
 using actor_id = std::uint32_t;
 
+/// The name of a work item, for step-cap reports and `current()`. Either owned text, or -
+/// cheaper, since names are only read when something goes wrong - a string literal with up
+/// to three "{}" placeholders and the numbers for them, rendered on demand.
+class item_name {
+ public:
+  item_name() = default;
+  item_name(std::string text)  // NOLINT: implicit by design
+      : text_(std::make_unique<std::string>(std::move(text))) {}
+  item_name(const char* text)  // NOLINT: implicit by design
+      : text_(std::make_unique<std::string>(text)) {}
+  /// `pattern` must outlive the item (a string literal).
+  static item_name lazy(const char* pattern, std::uint64_t a = 0, std::uint64_t b = 0,
+                        std::uint64_t c = 0) noexcept {
+    item_name n;
+    n.pattern_ = pattern;
+    n.args_[0] = a;
+    n.args_[1] = b;
+    n.args_[2] = c;
+    return n;
+  }
+  std::string str() const;
+
+ private:
+  const char* pattern_ = nullptr;
+  std::uint64_t args_[3]{};
+  std::unique_ptr<std::string> text_;  // owned text (rare: the lazy form is the common one)
+};
+
+/// A move-only `void()` callable that stores small closures (up to 48 bytes) inline, so
+/// posting a work item usually allocates nothing.
+class work {
+ public:
+  work() noexcept = default;
+  template <class F, class D = std::decay_t<F>,
+            class = std::enable_if_t<!std::is_same_v<D, work> && std::is_invocable_v<D&>>>
+  work(F&& f) {  // NOLINT: implicit, like std::function
+    if constexpr (sizeof(D) <= capacity && alignof(D) <= alignof(std::max_align_t) &&
+                  std::is_trivially_copyable_v<D>) {
+      ::new (static_cast<void*>(buffer_)) D(std::forward<F>(f));
+      ops_ = &trivial_ops<D>;
+    } else if constexpr (sizeof(D) <= capacity && alignof(D) <= alignof(std::max_align_t) &&
+                         std::is_nothrow_move_constructible_v<D>) {
+      ::new (static_cast<void*>(buffer_)) D(std::forward<F>(f));
+      ops_ = &inline_ops<D>;
+    } else {
+      ::new (static_cast<void*>(buffer_)) D*(new D(std::forward<F>(f)));
+      ops_ = &heap_ops<D>;
+    }
+  }
+  work(work&& other) noexcept : ops_(other.ops_) {
+    if (ops_ != nullptr) {
+      relocate(other);
+      other.ops_ = nullptr;
+    }
+  }
+  work& operator=(work&& other) noexcept {
+    if (this != &other) {
+      reset();
+      if (other.ops_ != nullptr) {
+        ops_ = other.ops_;
+        relocate(other);
+        other.ops_ = nullptr;
+      }
+    }
+    return *this;
+  }
+  work(const work&) = delete;
+  work& operator=(const work&) = delete;
+  ~work() { reset(); }
+
+  explicit operator bool() const noexcept { return ops_ != nullptr; }
+  void operator()() { ops_->call(buffer_); }
+
+ private:
+  static constexpr std::size_t capacity = 48;
+  struct ops {
+    void (*call)(void*);
+    void (*move)(void* dst, void* src) noexcept;  // move-constructs dst, destroys src
+    void (*destroy)(void*) noexcept;
+  };
+  // Trivially copyable closures (pointers and numbers: most of the simulator's) are moved by
+  // copying the buffer and need no destruction.
+  template <class D>
+  static constexpr ops trivial_ops{[](void* p) { (*static_cast<D*>(p))(); }, nullptr, nullptr};
+  template <class D>
+  static constexpr ops inline_ops{
+      [](void* p) { (*static_cast<D*>(p))(); },
+      [](void* dst, void* src) noexcept {
+        ::new (dst) D(std::move(*static_cast<D*>(src)));
+        static_cast<D*>(src)->~D();
+      },
+      [](void* p) noexcept { static_cast<D*>(p)->~D(); }};
+  template <class D>
+  static constexpr ops heap_ops{
+      [](void* p) { (**static_cast<D**>(p))(); },
+      [](void* dst, void* src) noexcept { *static_cast<D**>(dst) = *static_cast<D**>(src); },
+      [](void* p) noexcept { delete *static_cast<D**>(p); }};
+
+  void relocate(work& other) noexcept {
+    if (ops_->move == nullptr) {
+      std::memcpy(buffer_, other.buffer_, capacity);  // a fixed size: a few register moves
+    } else {
+      ops_->move(buffer_, other.buffer_);
+    }
+  }
+  void reset() noexcept {
+    if (ops_ != nullptr) {
+      const ops* o = std::exchange(ops_, nullptr);
+      if (o->destroy != nullptr) o->destroy(buffer_);
+    }
+  }
+
+  alignas(std::max_align_t) unsigned char buffer_[capacity];
+  const ops* ops_ = nullptr;
+};
+
 struct run_outcome {
   std::uint64_t steps = 0;
   bool capped = false;     ///< stopped by the step cap
@@ -78,10 +199,10 @@ class scheduler {
   virtual_time& time() noexcept { return time_; }
 
   /// Makes an item runnable now.
-  void post(std::string name, actor_id actor, std::function<void()> fn);
+  void post(item_name name, actor_id actor, work fn);
   /// Makes an item runnable when virtual time reaches `at`.
-  void post_at(time_point at, std::string name, actor_id actor, std::function<void()> fn);
-  void post_after(duration d, std::string name, actor_id actor, std::function<void()> fn) {
+  void post_at(time_point at, item_name name, actor_id actor, work fn);
+  void post_after(duration d, item_name name, actor_id actor, work fn) {
     post_at(time_.now() + d, std::move(name), actor, std::move(fn));
   }
 
@@ -93,25 +214,36 @@ class scheduler {
   const std::vector<std::uint32_t>& decisions() const noexcept { return decisions_; }
   std::uint64_t steps() const noexcept { return steps_; }
   /// The item running now, if any ("" outside `run`).
-  const std::string& current() const noexcept { return current_; }
+  const std::string& current() const;
 
   struct item {
-    std::string name;
-    actor_id actor;
-    std::uint64_t seq;
-    std::function<void()> fn;
+    item_name name;
+    actor_id actor = 0;
+    std::uint64_t seq = 0;
+    work fn;
   };
   class strategy;
 
  private:
+  std::uint32_t store(item_name&& name, actor_id actor, work&& fn);
+  void make_runnable(std::uint32_t slot);
+
   virtual_time& time_;
   journal* log_;
   std::unique_ptr<strategy> strategy_;
-  std::vector<item> runnable_;
+  // Every posted item, runnable or waiting for its time, lives in a slot of `items_` until it
+  // has run; the runnable list and the timers hold slot numbers, so an item is never moved
+  // between being posted and being run.
+  std::vector<item> items_;
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<std::uint32_t> runnable_;  // slots, in the order they became runnable
+  std::vector<actor_id> actors_;         // their actors, what the strategies choose among
   std::vector<std::uint32_t> decisions_;
   std::uint64_t next_seq_ = 0;
   std::uint64_t steps_ = 0;
-  std::string current_;
+  static constexpr std::uint32_t no_slot = ~std::uint32_t{0};
+  std::uint32_t running_ = no_slot;
+  mutable std::string current_;
 };
 
 }  // namespace crosstown::sim

@@ -18,7 +18,6 @@
 #include <crosstown/executor.hpp>
 
 #include <cstdint>
-#include <deque>
 #include <vector>
 
 namespace crosstown::sim {
@@ -46,7 +45,7 @@ class sim_executor final : public executor {
   void execute(job_batch batch) override;
 
   /// Jobs queued, not yet taken by a worker.
-  std::size_t queued() const noexcept { return queue_.size(); }
+  std::size_t queued() const noexcept { return queue_.size() - head_; }
   /// Workers busy (taking or running a job).
   std::size_t busy() const noexcept;
   std::uint64_t handoffs() const noexcept { return handoffs_; }
@@ -59,7 +58,10 @@ class sim_executor final : public executor {
   rng& costs_;
   sim_executor_options options_;
   oracle* observer_;
-  std::deque<job> queue_;
+  // FIFO: jobs from head_ on are queued; the ones before it were taken (moved from). A
+  // vector reused run after run, where a deque would allocate a block every few jobs.
+  std::vector<job> queue_;
+  std::size_t head_ = 0;
   std::vector<bool> busy_;
   std::uint64_t handoffs_ = 0;
   std::uint64_t jobs_seen_ = 0;

@@ -112,6 +112,7 @@ class virtual_time {
   time_point now_{};
   timer_id next_id_ = 1;
   std::size_t live_ = 0;
+  std::size_t cancelled_queued_ = 0;  // cancelled timers still in queue_
   int manual_depth_ = 0;
   std::priority_queue<timer, std::vector<timer>, std::greater<>> queue_;
   // Callbacks by id; an empty function marks a cancelled or fired timer.
