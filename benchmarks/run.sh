@@ -26,14 +26,23 @@ mkdir -p "$out"
   echo "$(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); repetitions $repetitions"
 } >>"$out/summary.txt"
 
-for suite in registration dispatch first_task memory; do
+# Suite 4 writes its latency samples here; the plot below is drawn from them.
+export CROSSTOWN_LATENCY_CSV="$out/latency"
+for suite in registration dispatch first_task memory no_drag simulator; do
+  extra=()
+  # Interleaving spreads a busy spell of the machine over suite 4's variants.
+  [ "$suite" = no_drag ] && extra=(--benchmark_enable_random_interleaving=true)
   "$bin/$suite" \
     --benchmark_repetitions="$repetitions" \
     --benchmark_report_aggregates_only=true \
     --benchmark_out="$out/$suite.json" --benchmark_out_format=json \
     --crosstown_summary="$out/summary.txt" \
-    "$@"
+    "${extra[@]}" "$@"
 done
+
+python3 "$root/benchmarks/plot_latency.py" "$out/latency" --json "$out/no_drag.json" \
+  -o "$out/no_drag_latency.svg" --rate-output "$out/no_drag_rate_latency.svg" \
+  --summary "$out/no_drag.txt"
 
 echo
 echo "summary: $out/summary.txt"
