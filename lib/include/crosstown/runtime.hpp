@@ -43,7 +43,8 @@ struct runtime_options {
   /// What the pool does with tasks beyond `queue_capacity`.
   overflow_policy overflow = overflow_policy::block;
   /// Niceness of the pool's workers, 0-19 (see thread_pool_options::nice): raise it so that
-  /// deferred work yields the CPU to the threads serving requests.
+  /// deferred work yields the CPU to the threads serving requests. Measure first: a worker
+  /// preempted while it holds the pool's lock delays the next hand-off (README, "Priority").
   int worker_nice = 0;
   /// Called when a task throws. Empty: a line on stderr.
   std::function<void(const task_failure&)> on_error{};
