@@ -1,7 +1,9 @@
 # cmake -DCOMMAND=<;-list> -DEXPECT_EXIT=<n> [-DEXPECT_OUTPUT=<regex>] [-DEXPECT_FILE=<path>]
-#       -P expect_exit.cmake
+#       [-DEXPECT_CHROME_TRACE=ON] -P expect_exit.cmake
 # Runs COMMAND and fails unless it exits with EXPECT_EXIT, its output (stdout and stderr)
-# matches EXPECT_OUTPUT, and EXPECT_FILE exists afterwards.
+# matches EXPECT_OUTPUT, and EXPECT_FILE exists afterwards - and, with EXPECT_CHROME_TRACE,
+# parses as a Chrome Trace Event file: an object whose `traceEvents` array is not empty and
+# whose every event has a string `name` and `ph` and numeric `ts`, `pid` and `tid`.
 if(DEFINED EXPECT_FILE)
   file(REMOVE "${EXPECT_FILE}")
 endif()
@@ -15,4 +17,30 @@ if(DEFINED EXPECT_OUTPUT AND NOT "${out}${err}" MATCHES "${EXPECT_OUTPUT}")
 endif()
 if(DEFINED EXPECT_FILE AND NOT EXISTS "${EXPECT_FILE}")
   message(FATAL_ERROR "${EXPECT_FILE} was not written")
+endif()
+if(EXPECT_CHROME_TRACE)
+  file(READ "${EXPECT_FILE}" trace)
+  string(JSON events ERROR_VARIABLE error LENGTH "${trace}" traceEvents)
+  if(error)
+    message(FATAL_ERROR "${EXPECT_FILE}: no traceEvents array: ${error}")
+  endif()
+  if(events EQUAL 0)
+    message(FATAL_ERROR "${EXPECT_FILE}: traceEvents is empty")
+  endif()
+  math(EXPR last "${events} - 1")
+  foreach(i RANGE ${last})
+    foreach(member name ph)
+      string(JSON type ERROR_VARIABLE error TYPE "${trace}" traceEvents ${i} ${member})
+      if(error OR NOT type STREQUAL "STRING")
+        message(FATAL_ERROR "${EXPECT_FILE}: event ${i}: `${member}` is not a string (${type}${error})")
+      endif()
+    endforeach()
+    foreach(member ts pid tid)
+      string(JSON type ERROR_VARIABLE error TYPE "${trace}" traceEvents ${i} ${member})
+      if(error OR NOT type STREQUAL "NUMBER")
+        message(FATAL_ERROR "${EXPECT_FILE}: event ${i}: `${member}` is not a number (${type}${error})")
+      endif()
+    endforeach()
+  endforeach()
+  message("${EXPECT_FILE}: ${events} trace events, each with name, ph, ts, pid and tid")
 endif()
