@@ -13,7 +13,8 @@
 // `rejected_by_overflow` and reported), `run_on_caller` runs the rest on the calling thread.
 //
 // Workers start with the first batch: a pool that is never handed work (a runtime whose tasks
-// all go elsewhere, as in the simulator) never starts a thread.
+// all go elsewhere, as in the simulator) never starts a thread. On Linux they are named
+// "crosstown-pool" (top -H, gdb, perf show it).
 //
 // A task that throws is caught by `job::run`: the worker survives and carries on with the next.
 // Thread-safe. The destructor finishes all queued work before joining; use `shutdown` with a
