@@ -71,6 +71,10 @@ void thread_pool::start_locked() {
   started_ = true;
   for (std::size_t i = 0; i < options_.threads; ++i) {
     workers_.emplace_back([this, slot = slots_[i].get()] { work(*slot); });
+#if defined(__linux__)
+    // Named here, not by the worker itself: the name is in place when `execute` returns.
+    ::pthread_setname_np(workers_.back().native_handle(), "crosstown-pool");
+#endif
   }
 }
 
@@ -137,9 +141,6 @@ void thread_pool::execute(job_batch batch) {
 
 void thread_pool::work(worker_slot& slot) {
   current_pool = this;
-#if defined(__linux__)
-  ::pthread_setname_np(::pthread_self(), "crosstown-pool");  // seen in top -H, gdb, perf
-#endif
   lower_this_threads_priority(options_.nice);
   const std::size_t spread = 2 * options_.threads;
   std::unique_lock lock(mutex_);
