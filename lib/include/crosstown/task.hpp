@@ -73,7 +73,7 @@ class task {
   /// Destroys the held callable, leaving the task empty.
   void reset() noexcept {
     if (ops_ != nullptr) {
-      ops_->destroy(storage_);
+      if (ops_->destroy != nullptr) ops_->destroy(storage_);
       ops_ = nullptr;
     }
   }
@@ -85,7 +85,7 @@ class task {
     // copying its bytes (a trivially copyable closure, or the pointer to a heap-held one):
     // tasks travel scope -> job -> batch -> worker, and each hop is then a plain copy.
     void (*move)(void* dst, void* src) noexcept;
-    void (*destroy)(void* self) noexcept;
+    void (*destroy)(void* self) noexcept;  // null: nothing to destroy
   };
 
   template <class F>
@@ -97,7 +97,9 @@ class task {
               ::new (dst) F(std::move(*static_cast<F*>(src)));
               static_cast<F*>(src)->~F();
             },
-      [](void* self) noexcept { static_cast<F*>(self)->~F(); },
+      std::is_trivially_destructible_v<F>
+          ? nullptr
+          : +[](void* self) noexcept { static_cast<F*>(self)->~F(); },
   };
 
   template <class F>

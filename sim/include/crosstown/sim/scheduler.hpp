@@ -23,6 +23,8 @@
 #include <crosstown/sim/journal.hpp>
 #include <crosstown/sim/virtual_clock.hpp>
 
+#include <crosstown/task.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -92,93 +94,9 @@ class item_name {
   std::unique_ptr<std::string> text_;  // owned text (rare: the lazy form is the common one)
 };
 
-/// A move-only `void()` callable that stores small closures (up to 48 bytes) inline, so
-/// posting a work item usually allocates nothing.
-class work {
- public:
-  work() noexcept = default;
-  template <class F, class D = std::decay_t<F>,
-            class = std::enable_if_t<!std::is_same_v<D, work> && std::is_invocable_v<D&>>>
-  work(F&& f) {  // NOLINT: implicit, like std::function
-    if constexpr (sizeof(D) <= capacity && alignof(D) <= alignof(std::max_align_t) &&
-                  std::is_trivially_copyable_v<D>) {
-      ::new (static_cast<void*>(buffer_)) D(std::forward<F>(f));
-      ops_ = &trivial_ops<D>;
-    } else if constexpr (sizeof(D) <= capacity && alignof(D) <= alignof(std::max_align_t) &&
-                         std::is_nothrow_move_constructible_v<D>) {
-      ::new (static_cast<void*>(buffer_)) D(std::forward<F>(f));
-      ops_ = &inline_ops<D>;
-    } else {
-      ::new (static_cast<void*>(buffer_)) D*(new D(std::forward<F>(f)));
-      ops_ = &heap_ops<D>;
-    }
-  }
-  work(work&& other) noexcept : ops_(other.ops_) {
-    if (ops_ != nullptr) {
-      relocate(other);
-      other.ops_ = nullptr;
-    }
-  }
-  work& operator=(work&& other) noexcept {
-    if (this != &other) {
-      reset();
-      if (other.ops_ != nullptr) {
-        ops_ = other.ops_;
-        relocate(other);
-        other.ops_ = nullptr;
-      }
-    }
-    return *this;
-  }
-  work(const work&) = delete;
-  work& operator=(const work&) = delete;
-  ~work() { reset(); }
-
-  explicit operator bool() const noexcept { return ops_ != nullptr; }
-  void operator()() { ops_->call(buffer_); }
-
- private:
-  static constexpr std::size_t capacity = 48;
-  struct ops {
-    void (*call)(void*);
-    void (*move)(void* dst, void* src) noexcept;  // move-constructs dst, destroys src
-    void (*destroy)(void*) noexcept;
-  };
-  // Trivially copyable closures (pointers and numbers: most of the simulator's) are moved by
-  // copying the buffer and need no destruction.
-  template <class D>
-  static constexpr ops trivial_ops{[](void* p) { (*static_cast<D*>(p))(); }, nullptr, nullptr};
-  template <class D>
-  static constexpr ops inline_ops{
-      [](void* p) { (*static_cast<D*>(p))(); },
-      [](void* dst, void* src) noexcept {
-        ::new (dst) D(std::move(*static_cast<D*>(src)));
-        static_cast<D*>(src)->~D();
-      },
-      [](void* p) noexcept { static_cast<D*>(p)->~D(); }};
-  template <class D>
-  static constexpr ops heap_ops{
-      [](void* p) { (**static_cast<D**>(p))(); },
-      [](void* dst, void* src) noexcept { *static_cast<D**>(dst) = *static_cast<D**>(src); },
-      [](void* p) noexcept { delete *static_cast<D**>(p); }};
-
-  void relocate(work& other) noexcept {
-    if (ops_->move == nullptr) {
-      std::memcpy(buffer_, other.buffer_, capacity);  // a fixed size: a few register moves
-    } else {
-      ops_->move(buffer_, other.buffer_);
-    }
-  }
-  void reset() noexcept {
-    if (ops_ != nullptr) {
-      const ops* o = std::exchange(ops_, nullptr);
-      if (o->destroy != nullptr) o->destroy(buffer_);
-    }
-  }
-
-  alignas(std::max_align_t) unsigned char buffer_[capacity];
-  const ops* ops_ = nullptr;
-};
+/// A work item's callable: the core's own move-only `void()` with 48 bytes of inline storage,
+/// so posting a work item usually allocates nothing.
+using work = crosstown::task;
 
 struct run_outcome {
   std::uint64_t steps = 0;
