@@ -87,8 +87,16 @@ void response_scope::add(task&& fn, std::string_view name, executor* target,
                          const status_set* no_go, enum phase phase, bool always,
                          bool require_delivery) {
   if (!fn) throw std::invalid_argument("crosstown::response_scope::defer: the task is empty");
+  detail::task_name owned_name(name);  // may allocate: before anything changes
   std::unique_lock lock(mutex_);
-  if (!name.empty()) {
+  // Everything that may throw comes before a same-named task is replaced, so a failed defer
+  // leaves the scope as it was.
+  const std::uint16_t set = no_go == nullptr ? 0 : intern_locked(*no_go);
+  // The first task makes room for a few: most handlers defer more than one, and growing from
+  // one entry at a time would allocate at 1, 2 and 4.
+  if (entries_.capacity() == 0) entries_.reserve(initial_capacity);
+  if (entries_.size() == entries_.capacity()) entries_.reserve(2 * entries_.capacity());
+  if (!owned_name.empty()) {
     auto same = std::find_if(entries_.begin(), entries_.end(),
                              [&](const entry& p) { return p.name.view() == name; });
     if (same != entries_.end()) {
@@ -96,12 +104,8 @@ void response_scope::add(task&& fn, std::string_view name, executor* target,
       entries_.erase(same);
     }
   }
-  const std::uint16_t set = no_go == nullptr ? 0 : intern_locked(*no_go);
-  // The first task makes room for a few: most handlers defer more than one, and growing from
-  // one entry at a time would allocate at 1, 2 and 4.
-  if (entries_.capacity() == 0) entries_.reserve(initial_capacity);
-  entry& e = entries_.emplace_back(std::move(fn), detail::task_name(name), target, next_index_++, set,
-                                   phase, always, require_delivery);
+  entry& e = entries_.emplace_back(std::move(fn), std::move(owned_name), target, next_index_++,
+                                   set, phase, always, require_delivery);
   rt_.ledger().registered();
   if (due_locked(e.phase)) {
     entry late = std::move(e);
