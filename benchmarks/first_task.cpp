@@ -173,8 +173,7 @@ int main(int argc, char** argv) {
   const std::string baseline = "asio_post/iterations:2000/manual_time";
   std::vector<comparison> comparisons;
   for (const char* args : {"threads:1/tasks:1", "threads:2/tasks:1", "threads:2/tasks:100"}) {
-    const std::string subject =
-        std::string("crosstown/") + args + "/iterations:2000/manual_time";
+    const std::string subject = std::string("crosstown/") + args + "/iterations:2000/manual_time";
     for (const char* metric : {"p50_us", "p99_us"}) {
       comparisons.push_back({.label = std::string(args) + " vs asio post, " + metric,
                              .subject = subject,

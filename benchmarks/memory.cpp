@@ -61,8 +61,8 @@ void scope_footprint(benchmark::State& state) {
       static_cast<double>(sizeof(crosstown::response_scope)) + static_cast<double>(held.live_bytes);
   state.counters["heap_allocs"] = static_cast<double>(held.allocations);
   if (tasks > 0) {
-    state.counters["bytes_per_task"] = static_cast<double>(held.live_bytes) /
-                                       static_cast<double>(tasks);
+    state.counters["bytes_per_task"] =
+        static_cast<double>(held.live_bytes) / static_cast<double>(tasks);
   }
 }
 

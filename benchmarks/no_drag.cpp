@@ -151,10 +151,10 @@ constexpr int requests_per_connection = 100;  // per round (= iteration)
 constexpr int warm_up_per_connection = 20;
 // Open-loop (fixed rate) mode: requests per connection per round, normally and when a tiny
 // --benchmark_min_time asks for a smoke run (see main); and the default total rate.
-constexpr int rate_requests_per_connection = 125;        // 1000 per round: 1 s at 1000 req/s
-constexpr int rate_requests_per_connection_smoke = 25;   // 200 per round: 0.2 s at 1000 req/s
+constexpr int rate_requests_per_connection = 125;       // 1000 per round: 1 s at 1000 req/s
+constexpr int rate_requests_per_connection_smoke = 25;  // 200 per round: 0.2 s at 1000 req/s
 constexpr double default_rate_per_s = 1000;
-double rate_per_s = default_rate_per_s;                   // CROSSTOWN_NO_DRAG_RATE
+double rate_per_s = default_rate_per_s;                  // CROSSTOWN_NO_DRAG_RATE
 int rate_per_connection = rate_requests_per_connection;  // set once in main
 constexpr std::size_t hash_bytes = 2048;
 
@@ -254,7 +254,7 @@ struct recorded_run {
   std::vector<double> latencies_us;
 };
 
-std::string csv_dir;  // empty: samples are not kept
+std::string csv_dir;                                        // empty: samples are not kept
 std::map<std::string, std::vector<recorded_run>> recorded;  // benchmark thread only
 
 // ---- the server ----------------------------------------------------------------------------
@@ -353,7 +353,7 @@ class load_client {
     net::steady_timer timer;
     beast::flat_buffer buffer;
     http::response<http::string_body> response;
-    clock_type::time_point sent;  // latency origin: actual send (closed), scheduled (open)
+    clock_type::time_point sent;   // latency origin: actual send (closed), scheduled (open)
     clock_type::time_point first;  // open loop: this connection's first scheduled send
     int sent_count = 0;            // open loop: requests sent this round
     int left = 0;
@@ -505,8 +505,7 @@ void run_variant(benchmark::State& state, variant v, load mode) {
           context.scope.defer(short_task{&tracker, seed + static_cast<std::uint64_t>(i)});
         }
         break;
-      case variant::none:
-        break;
+      case variant::none: break;
       case variant::post_before:
         tracker.add(tasks_per_request);
         for (int i = 0; i < tasks_per_request; ++i) {
@@ -680,8 +679,8 @@ int main(int argc, char** argv) {
   }
 
   task_us = measure_task_us();
-  std::printf("short task: FNV-1a over %zu bytes, %.2f us each here; %d per request\n",
-              hash_bytes, task_us, tasks_per_request);
+  std::printf("short task: FNV-1a over %zu bytes, %.2f us each here; %d per request\n", hash_bytes,
+              task_us, tasks_per_request);
   std::printf("fixed-rate mode: %.0f requests/s over %d connections, %d requests per round\n",
               rate_per_s, connections, connections * rate_per_connection);
 
@@ -692,9 +691,7 @@ int main(int argc, char** argv) {
   const std::string b = run("b_no_work");
   const std::string c = run("c_post_before");
   const std::string d = run("d_inline");
-  auto rate_run = [](const char* key) {
-    return std::string("no_drag_rate/") + key + "/real_time";
-  };
+  auto rate_run = [](const char* key) { return std::string("no_drag_rate/") + key + "/real_time"; };
   const std::string ra = rate_run("a_defer");
   const std::string ra10 = rate_run("a_defer_nice19");
   const std::string rb = rate_run("b_no_work");
@@ -711,7 +708,9 @@ int main(int argc, char** argv) {
            .bound = 1.10,
            .note = "target of suite 4: the p99 of a handler deferring 100 tasks within 1.10x "
                    "of the same handler deferring nothing"},
-          {.label = "4a defer / 4b no work, p50 latency", .subject = a, .baseline = b,
+          {.label = "4a defer / 4b no work, p50 latency",
+           .subject = a,
+           .baseline = b,
            .metric = "p50_us"},
           {.label = "4a defer, workers at nice 19 / 4b no work, p99 latency",
            .subject = a10,
@@ -720,31 +719,57 @@ int main(int argc, char** argv) {
            .op = "<=",
            .bound = 1.10,
            .note = "the same target, with runtime_options::worker_nice = 19"},
-          {.label = "4a defer, workers at nice 19 / 4b no work, p50 latency", .subject = a10,
-           .baseline = b, .metric = "p50_us"},
-          {.label = "4a defer, workers at nice 19 / 4b no work, requests/s", .subject = a10,
-           .baseline = b, .metric = "req_per_s"},
-          {.label = "4a defer / 4b no work, requests/s", .subject = a, .baseline = b,
-           .metric = "req_per_s"},
-          {.label = "4c post before / 4b no work, p99 latency", .subject = c, .baseline = b,
-           .metric = "p99_us"},
-          {.label = "4c post before / 4b no work, p50 latency", .subject = c, .baseline = b,
+          {.label = "4a defer, workers at nice 19 / 4b no work, p50 latency",
+           .subject = a10,
+           .baseline = b,
            .metric = "p50_us"},
-          {.label = "4c post before / 4b no work, requests/s", .subject = c, .baseline = b,
+          {.label = "4a defer, workers at nice 19 / 4b no work, requests/s",
+           .subject = a10,
+           .baseline = b,
            .metric = "req_per_s"},
-          {.label = "4d inline / 4b no work, p99 latency", .subject = d, .baseline = b,
+          {.label = "4a defer / 4b no work, requests/s",
+           .subject = a,
+           .baseline = b,
+           .metric = "req_per_s"},
+          {.label = "4c post before / 4b no work, p99 latency",
+           .subject = c,
+           .baseline = b,
            .metric = "p99_us"},
-          {.label = "4d inline / 4b no work, p50 latency", .subject = d, .baseline = b,
+          {.label = "4c post before / 4b no work, p50 latency",
+           .subject = c,
+           .baseline = b,
            .metric = "p50_us"},
-          {.label = "4d inline / 4b no work, requests/s", .subject = d, .baseline = b,
+          {.label = "4c post before / 4b no work, requests/s",
+           .subject = c,
+           .baseline = b,
            .metric = "req_per_s"},
-          {.label = "4a defer / 4b no work, I/O thread CPU per request", .subject = a,
-           .baseline = b, .metric = "io_cpu_us"},
-          {.label = "4c post before / 4b no work, I/O thread CPU per req.", .subject = c,
-           .baseline = b, .metric = "io_cpu_us"},
-          {.label = "4a defer / 4c post before, p99 latency", .subject = a, .baseline = c,
+          {.label = "4d inline / 4b no work, p99 latency",
+           .subject = d,
+           .baseline = b,
            .metric = "p99_us"},
-          {.label = "4a defer / 4d inline, p99 latency", .subject = a, .baseline = d,
+          {.label = "4d inline / 4b no work, p50 latency",
+           .subject = d,
+           .baseline = b,
+           .metric = "p50_us"},
+          {.label = "4d inline / 4b no work, requests/s",
+           .subject = d,
+           .baseline = b,
+           .metric = "req_per_s"},
+          {.label = "4a defer / 4b no work, I/O thread CPU per request",
+           .subject = a,
+           .baseline = b,
+           .metric = "io_cpu_us"},
+          {.label = "4c post before / 4b no work, I/O thread CPU per req.",
+           .subject = c,
+           .baseline = b,
+           .metric = "io_cpu_us"},
+          {.label = "4a defer / 4c post before, p99 latency",
+           .subject = a,
+           .baseline = c,
+           .metric = "p99_us"},
+          {.label = "4a defer / 4d inline, p99 latency",
+           .subject = a,
+           .baseline = d,
            .metric = "p99_us"},
           // Fixed arrival rate (open loop): the machine has spare capacity.
           {.label = "4a/4b p99 at fixed rate",
@@ -755,8 +780,7 @@ int main(int argc, char** argv) {
            .bound = 1.10,
            .note = "target of suite 4 at a fixed arrival rate (CROSSTOWN_NO_DRAG_RATE, default "
                    "1000 req/s): latency from each request's scheduled send time"},
-          {.label = "4a/4b p50 at fixed rate", .subject = ra, .baseline = rb,
-           .metric = "p50_us"},
+          {.label = "4a/4b p50 at fixed rate", .subject = ra, .baseline = rb, .metric = "p50_us"},
           {.label = "4a nice 19/4b p99 at fixed rate",
            .subject = ra10,
            .baseline = rb,
@@ -764,17 +788,17 @@ int main(int argc, char** argv) {
            .op = "<=",
            .bound = 1.10,
            .note = "the same target, with runtime_options::worker_nice = 19"},
-          {.label = "4a nice 19/4b p50 at fixed rate", .subject = ra10, .baseline = rb,
+          {.label = "4a nice 19/4b p50 at fixed rate",
+           .subject = ra10,
+           .baseline = rb,
            .metric = "p50_us"},
-          {.label = "4c/4b p99 at fixed rate", .subject = rc, .baseline = rb,
-           .metric = "p99_us"},
-          {.label = "4c/4b p50 at fixed rate", .subject = rc, .baseline = rb,
-           .metric = "p50_us"},
-          {.label = "4d/4b p99 at fixed rate", .subject = rd, .baseline = rb,
-           .metric = "p99_us"},
-          {.label = "4d/4b p50 at fixed rate", .subject = rd, .baseline = rb,
-           .metric = "p50_us"},
-          {.label = "4a/4b I/O thread CPU per req. at fixed rate", .subject = ra, .baseline = rb,
+          {.label = "4c/4b p99 at fixed rate", .subject = rc, .baseline = rb, .metric = "p99_us"},
+          {.label = "4c/4b p50 at fixed rate", .subject = rc, .baseline = rb, .metric = "p50_us"},
+          {.label = "4d/4b p99 at fixed rate", .subject = rd, .baseline = rb, .metric = "p99_us"},
+          {.label = "4d/4b p50 at fixed rate", .subject = rd, .baseline = rb, .metric = "p50_us"},
+          {.label = "4a/4b I/O thread CPU per req. at fixed rate",
+           .subject = ra,
+           .baseline = rb,
            .metric = "io_cpu_us"},
       });
   if (!csv_dir.empty()) write_csvs();

@@ -99,8 +99,8 @@ void crosstown_defer(benchmark::State& state) {
   const std::int64_t per_scope = state.range(0);
   const std::int64_t block = std::max<std::int64_t>(1, tasks_per_block / per_scope);
   crosstown::runtime& rt = shared_runtime();
-  auto scopes = std::make_unique<std::optional<crosstown::response_scope>[]>(
-      static_cast<std::size_t>(block));
+  auto scopes =
+      std::make_unique<std::optional<crosstown::response_scope>[]>(static_cast<std::size_t>(block));
   std::int64_t tasks = 0;
   std::uint64_t allocations = 0;
   for (auto _ : state) {
@@ -235,7 +235,9 @@ void baseline_lifecycle(benchmark::State& state) {
   set_counters(state, per_scope, tasks, tasks / per_scope, allocations, false);
 }
 
-void batches(benchmark::internal::Benchmark* b) { b->ArgName("per_scope")->Arg(1)->Arg(10)->Arg(100); }
+void batches(benchmark::internal::Benchmark* b) {
+  b->ArgName("per_scope")->Arg(1)->Arg(10)->Arg(100);
+}
 
 }  // namespace
 
@@ -247,7 +249,9 @@ BENCHMARK(floor_locked_emplace<small_closure>)->Name("locked_floor/closure8")->A
 BENCHMARK(floor_locked_emplace<closure_48>)->Name("locked_floor/closure48")->Apply(batches);
 BENCHMARK(crosstown_defer<small_closure, true>)->Name("defer_bound/closure8")->Apply(batches);
 BENCHMARK(crosstown_lifecycle<small_closure>)->Name("lifecycle/closure8")->Apply(batches);
-BENCHMARK(baseline_lifecycle<small_closure>)->Name("std_function_lifecycle/closure8")->Apply(batches);
+BENCHMARK(baseline_lifecycle<small_closure>)
+    ->Name("std_function_lifecycle/closure8")
+    ->Apply(batches);
 
 int main(int argc, char** argv) {
   using crosstown_bench::comparison;
@@ -256,8 +260,8 @@ int main(int argc, char** argv) {
     for (int n : {1, 10, 100}) {
       const std::string arg = "/" + std::string(closure) + "/per_scope:" + std::to_string(n);
       // The target is on cost per task (<= 2x the baseline's), i.e. a rate ratio >= 0.5.
-      comparisons.push_back({.label = "defer/std::function rate, " + std::string(closure) +
-                                      ", " + std::to_string(n) + "/scope",
+      comparisons.push_back({.label = "defer/std::function rate, " + std::string(closure) + ", " +
+                                      std::to_string(n) + "/scope",
                              .subject = "defer" + arg,
                              .baseline = "std_function" + arg,
                              .metric = "items_per_second",
@@ -281,8 +285,7 @@ int main(int argc, char** argv) {
       "floor: mutex + emplace of a task + relaxed atomic add per task (no target)";
   for (const char* closure : {"closure8", "closure48"}) {
     for (int n : {1, 10, 100}) {
-      const std::string name =
-          "defer/" + std::string(closure) + "/per_scope:" + std::to_string(n);
+      const std::string name = "defer/" + std::string(closure) + "/per_scope:" + std::to_string(n);
       comparisons.push_back({.label = "defer " + std::string(closure) + ", " + std::to_string(n) +
                                       "/scope: allocations per task beyond list growth",
                              .subject = name,
@@ -294,16 +297,16 @@ int main(int argc, char** argv) {
   }
   for (int n : {1, 10, 100}) {
     const std::string arg = "/closure8/per_scope:" + std::to_string(n);
-    comparisons.push_back({.label = "defer_bound/std::function rate, closure8, " +
-                                    std::to_string(n) + "/scope",
-                           .subject = "defer_bound" + arg,
-                           .baseline = "std_function" + arg,
-                           .metric = "items_per_second"});
-    comparisons.push_back({.label = "lifecycle/std::function rate, closure8, " +
-                                    std::to_string(n) + "/scope",
-                           .subject = "lifecycle" + arg,
-                           .baseline = "std_function_lifecycle" + arg,
-                           .metric = "items_per_second"});
+    comparisons.push_back(
+        {.label = "defer_bound/std::function rate, closure8, " + std::to_string(n) + "/scope",
+         .subject = "defer_bound" + arg,
+         .baseline = "std_function" + arg,
+         .metric = "items_per_second"});
+    comparisons.push_back(
+        {.label = "lifecycle/std::function rate, closure8, " + std::to_string(n) + "/scope",
+         .subject = "lifecycle" + arg,
+         .baseline = "std_function_lifecycle" + arg,
+         .metric = "items_per_second"});
   }
   return crosstown_bench::run_suite(argc, argv, "registration", comparisons);
 }

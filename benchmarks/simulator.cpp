@@ -82,9 +82,9 @@ void simulate(benchmark::State& state) {
       r = run_once(cfg);
     }
     if (!r.ok()) {
-      state.SkipWithError(("seed " + std::to_string(seed) + ": " + r.first->invariant + ": " +
-                           r.first->message)
-                              .c_str());
+      state.SkipWithError(
+          ("seed " + std::to_string(seed) + ": " + r.first->invariant + ": " + r.first->message)
+              .c_str());
       break;
     }
     requests += r.requests;
@@ -103,9 +103,15 @@ void simulate(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(simulate<variant::checked>)->Name("sim/phone_calls/tasks:10/checked")->Unit(benchmark::kMicrosecond);
-BENCHMARK(simulate<variant::run_once>)->Name("sim/phone_calls/tasks:10/run_once")->Unit(benchmark::kMicrosecond);
-BENCHMARK(simulate<variant::no_defer>)->Name("sim/phone_calls/tasks:10/no_defer")->Unit(benchmark::kMicrosecond);
+BENCHMARK(simulate<variant::checked>)
+    ->Name("sim/phone_calls/tasks:10/checked")
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(simulate<variant::run_once>)
+    ->Name("sim/phone_calls/tasks:10/run_once")
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(simulate<variant::no_defer>)
+    ->Name("sim/phone_calls/tasks:10/no_defer")
+    ->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) {
   using crosstown_bench::comparison;

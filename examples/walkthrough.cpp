@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <mutex>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -94,7 +95,9 @@ int main() {
     scope.response_sent();
     rt.drain_for(std::chrono::seconds(30));
     say("GET /missing       404: %d of 100 deferred tasks ran (skipped by status: %llu)\n\n",
-        started.load(), static_cast<unsigned long long>(rt.metrics().skipped_by_status));
+        started.load(),
+        static_cast<unsigned long long>(
+            rt.metrics().count(crosstown::task_state::skipped_by_status)));
   }
 
   // 3. POST /audit -> 500, with an always-task and a custom no-go spec
@@ -112,15 +115,9 @@ int main() {
   const crosstown::drain_report report = rt.drain_for(std::chrono::seconds(30));
   const crosstown::metrics_snapshot m = rt.metrics();
   say("\ndrain: %s\n", report.complete ? "complete" : "INCOMPLETE");
-  say("counters: registered=%llu ran=%llu failed=%llu skipped_by_status=%llu "
-      "skipped_by_delivery=%llu cancelled=%llu rejected=%llu dropped=%llu\n",
-      static_cast<unsigned long long>(m.registered), static_cast<unsigned long long>(m.ran),
-      static_cast<unsigned long long>(m.failed),
-      static_cast<unsigned long long>(m.skipped_by_status),
-      static_cast<unsigned long long>(m.skipped_by_delivery),
-      static_cast<unsigned long long>(m.cancelled),
-      static_cast<unsigned long long>(m.rejected_by_overflow),
-      static_cast<unsigned long long>(m.dropped_at_shutdown));
+  std::ostringstream counters;
+  counters << m;
+  say("counters: %s\n", counters.str().c_str());
   say("every task accounted for: %s\n", m.unfinished() == 0 ? "yes" : "NO");
   return report.complete && m.unfinished() == 0 ? 0 : 1;
 }

@@ -15,7 +15,7 @@
 
 namespace {
 
-namespace gen = crosstown::testing::gen;
+namespace gen = crosstown::testkit::gen;
 using crosstown::status_set;
 using crosstown::status_spec_error;
 
@@ -218,7 +218,7 @@ RC_GTEST_PROP(StatusSetProp, MembershipAgreesWithReferenceOnAll900Codes, ()) {
 // --- invalid specs ------------------------------------------------------------------------------
 
 RC_GTEST_PROP(StatusSetProp, InvalidSpecIsRejectedNamingTheItem, ()) {
-  const crosstown::testing::invalid_spec bad = *gen::invalid_spec_value();
+  const crosstown::testkit::invalid_spec bad = *gen::invalid_spec_value();
   bool threw = false;
   try {
     (void)status_set::parse(bad.spec);

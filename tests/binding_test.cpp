@@ -24,8 +24,7 @@ using ::testing::HasSubstr;
 // Stands for code far below the handler that cannot see the scope.
 void place_calls(std::vector<std::string>& log, manual_executor& ex, int n) {
   for (int i = 0; i < n; ++i) {
-    crosstown::defer([&log, i] { log.push_back("call " + std::to_string(i)); },
-                     {.executor = ex});
+    crosstown::defer([&log, i] { log.push_back("call " + std::to_string(i)); }, {.executor = ex});
   }
 }
 

@@ -17,9 +17,9 @@
 
 namespace {
 
-using crosstown::phase;
 using crosstown::response_scope;
 using crosstown::runtime;
+using crosstown::task_phase;
 using crosstown::task_state;
 using ::testing::ElementsAre;
 
@@ -40,7 +40,8 @@ TEST(SettledHook, ReportsEveryTaskOnceWithItsTerminalState) {
   settled_log log;
   crosstown::manual_executor manual;
   {
-    runtime rt({.threads = 1, .on_error = [](const crosstown::task_failure&) {},
+    runtime rt({.threads = 1,
+                .on_error = [](const crosstown::task_failure&) {},
                 .on_lost = [](const crosstown::task_info&, task_state) {},
                 .on_settled = log.hook()});
     {
@@ -78,21 +79,24 @@ TEST(PendingTasks, ShowEachTasksOptionsInRegistrationOrder) {
   crosstown::manual_executor manual;
   response_scope scope(rt);
   scope.defer([] {}, {.executor = manual, .name = "a"});
-  scope.defer([] {}, {.same_thread = true, .no_go = "5xx", .always = true,
-                      .phase = phase::headers_sent, .require_delivery = true});
+  scope.defer([] {}, {.same_thread = true,
+                      .no_go = "5xx",
+                      .always = true,
+                      .phase = task_phase::headers_sent,
+                      .require_delivery = true});
   const auto tasks = scope.pending_tasks();
   ASSERT_EQ(tasks.size(), 2u);
   EXPECT_EQ(tasks[0].index, 0u);
   EXPECT_EQ(tasks[0].name, "a");
   EXPECT_EQ(tasks[0].target, &manual);
   EXPECT_EQ(tasks[0].no_go, crosstown::status_set::default_no_go());
-  EXPECT_EQ(tasks[0].phase, phase::response_sent);
+  EXPECT_EQ(tasks[0].phase, task_phase::response_sent);
   EXPECT_FALSE(tasks[0].same_thread);
   EXPECT_EQ(tasks[1].index, 1u);
   EXPECT_TRUE(tasks[1].same_thread);
   EXPECT_TRUE(tasks[1].always);
   EXPECT_TRUE(tasks[1].require_delivery);
-  EXPECT_EQ(tasks[1].phase, phase::headers_sent);
+  EXPECT_EQ(tasks[1].phase, task_phase::headers_sent);
   EXPECT_EQ(tasks[1].no_go.to_string(), "5xx");
 }
 

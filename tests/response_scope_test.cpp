@@ -19,9 +19,9 @@ namespace {
 
 using crosstown::defer_options;
 using crosstown::manual_executor;
-using crosstown::phase;
 using crosstown::response_scope;
 using crosstown::runtime;
+using crosstown::task_phase;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -65,7 +65,7 @@ TEST_F(ResponseScopeTest, DefaultNoGoSkips4xxAnd5xx) {
   }
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("200", "204", "301", "302", "399", "600"));
-  EXPECT_EQ(rt_.metrics().skipped_by_status, 6u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_status), 6u);
 }
 
 TEST_F(ResponseScopeTest, CustomNoGoSpecIsHonoured) {
@@ -146,7 +146,7 @@ TEST_F(ResponseScopeTest, LaterTaskWithTheSameNameReplacesTheEarlier) {
   scope.response_sent();
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("other", "second"));
-  EXPECT_EQ(rt_.metrics().cancelled, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::cancelled), 1u);
 }
 
 TEST_F(ResponseScopeTest, CancelByNameRemovesOnlyThatTask) {
@@ -161,7 +161,7 @@ TEST_F(ResponseScopeTest, CancelByNameRemovesOnlyThatTask) {
   scope.response_sent();
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("keep"));
-  EXPECT_EQ(rt_.metrics().cancelled, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::cancelled), 1u);
 }
 
 TEST_F(ResponseScopeTest, DeliveryFailureStillRunsTasksByDefault) {
@@ -183,7 +183,7 @@ TEST_F(ResponseScopeTest, RequireDeliverySkipsTasksWhenDeliveryFails) {
   scope.delivery_failed("timeout");
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("runs anyway"));
-  EXPECT_EQ(rt_.metrics().skipped_by_delivery, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_delivery), 1u);
 }
 
 TEST_F(ResponseScopeTest, RequireDeliveryRunsWhenDelivered) {
@@ -200,13 +200,14 @@ TEST_F(ResponseScopeTest, ScopeEndedWithoutResponseCountsAs500) {
     response_scope scope(rt_);
     scope.defer(note("default"), on_manual());
     scope.defer(note("always"), on_manual({.always = true}));
-    scope.defer(note("always, needs delivery"), on_manual({.always = true, .require_delivery = true}));
+    scope.defer(note("always, needs delivery"),
+                on_manual({.always = true, .require_delivery = true}));
   }
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("always"));
   const auto m = rt_.metrics();
-  EXPECT_EQ(m.skipped_by_status, 1u);
-  EXPECT_EQ(m.skipped_by_delivery, 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_status), 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_delivery), 1u);
 }
 
 TEST_F(ResponseScopeTest, ScopeEndedBeforeHeadersCountsAs500EvenWithAStatus) {
@@ -216,7 +217,7 @@ TEST_F(ResponseScopeTest, ScopeEndedBeforeHeadersCountsAs500EvenWithAStatus) {
   scope.end();
   EXPECT_EQ(scope.status(), 500);
   EXPECT_EQ(scope.delivery_state(), crosstown::delivery::failed);
-  EXPECT_EQ(rt_.metrics().skipped_by_status, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_status), 1u);
 }
 
 TEST_F(ResponseScopeTest, ScopeEndedAfterHeadersKeepsItsStatusAndCountsAsUndelivered) {
@@ -236,12 +237,12 @@ TEST_F(ResponseScopeTest, DeliveryFailureWithNoStatusCountsAs500) {
   scope.defer(note("default"), on_manual());
   scope.delivery_failed("client went away");
   EXPECT_EQ(scope.status(), 500);
-  EXPECT_EQ(rt_.metrics().skipped_by_status, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_status), 1u);
 }
 
 TEST_F(ResponseScopeTest, HeadersPhaseTasksAreReleasedAtHeadersSent) {
   response_scope scope(rt_);
-  scope.defer(note("headers"), on_manual({.phase = phase::headers_sent}));
+  scope.defer(note("headers"), on_manual({.phase = task_phase::headers_sent}));
   scope.defer(note("response"), on_manual());
   scope.status_known(200);
   scope.headers_sent();
@@ -254,25 +255,26 @@ TEST_F(ResponseScopeTest, HeadersPhaseTasksAreReleasedAtHeadersSent) {
 
 TEST_F(ResponseScopeTest, HeadersPhaseTaskNeedingDeliveryIsSkippedWhenHeadersNeverWentOut) {
   response_scope scope(rt_);
-  scope.defer(note("headers"), on_manual({.phase = phase::headers_sent, .require_delivery = true}));
+  scope.defer(note("headers"),
+              on_manual({.phase = task_phase::headers_sent, .require_delivery = true}));
   scope.status_known(200);
   scope.delivery_failed("reset before the first byte");
   EXPECT_EQ(manual_.pending(), 0u);
-  EXPECT_EQ(rt_.metrics().skipped_by_delivery, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_delivery), 1u);
 }
 
 TEST_F(ResponseScopeTest, ConnectionPhaseTasksWaitForTheConnectionToClose) {
   crosstown::connection_scope connection(rt_);
   {
     response_scope first(connection);
-    first.defer(note("first closed"), on_manual({.phase = phase::connection_closed}));
+    first.defer(note("first closed"), on_manual({.phase = task_phase::connection_closed}));
     first.defer(note("first sent"), on_manual());
     first.status_known(200);
     first.response_sent();
   }
   {
     response_scope second(connection);
-    second.defer(note("second closed"), on_manual({.phase = phase::connection_closed}));
+    second.defer(note("second closed"), on_manual({.phase = task_phase::connection_closed}));
     second.status_known(404);  // skipped at the end of its scope, never held
     second.response_sent();
   }
@@ -282,12 +284,12 @@ TEST_F(ResponseScopeTest, ConnectionPhaseTasksWaitForTheConnectionToClose) {
   connection.closed();
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("first sent", "first closed"));
-  EXPECT_EQ(rt_.metrics().skipped_by_status, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_status), 1u);
 }
 
 TEST_F(ResponseScopeTest, ConnectionPhaseWithoutAConnectionIsReleasedAtScopeEnd) {
   response_scope scope(rt_);
-  scope.defer(note("closed"), on_manual({.phase = phase::connection_closed}));
+  scope.defer(note("closed"), on_manual({.phase = task_phase::connection_closed}));
   scope.status_known(200);
   scope.response_sent();
   EXPECT_EQ(manual_.pending(), 0u);
@@ -299,7 +301,7 @@ TEST_F(ResponseScopeTest, ConnectionPhaseWithoutAConnectionIsReleasedAtScopeEnd)
 TEST_F(ResponseScopeTest, ScopeEndingAfterItsConnectionClosedHandsOverAtOnce) {
   crosstown::connection_scope connection(rt_);
   response_scope scope(connection);
-  scope.defer(note("closed"), on_manual({.phase = phase::connection_closed}));
+  scope.defer(note("closed"), on_manual({.phase = task_phase::connection_closed}));
   scope.status_known(200);
   scope.response_sent();
   connection.closed();
@@ -354,7 +356,7 @@ TEST_F(ResponseScopeTest, TaskRegisteredAfterEndIsJudgedLikeAnyLateTask) {
   scope.status_known(200);
   scope.response_sent();
   scope.end();
-  scope.defer(note("after end"), on_manual({.phase = phase::connection_closed}));
+  scope.defer(note("after end"), on_manual({.phase = task_phase::connection_closed}));
   manual_.run_all();
   EXPECT_THAT(log_, ElementsAre("after end"));
 }
@@ -444,11 +446,11 @@ TEST_F(ResponseScopeTest, EveryTaskEndsInExactlyOneCountedState) {
   manual_.run_all();
   const auto m = rt_.metrics();
   EXPECT_EQ(m.registered, 5u);
-  EXPECT_EQ(m.ran, 1u);
-  EXPECT_EQ(m.failed, 1u);
-  EXPECT_EQ(m.skipped_by_status, 1u);
-  EXPECT_EQ(m.skipped_by_delivery, 1u);
-  EXPECT_EQ(m.cancelled, 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::failed), 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_status), 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_delivery), 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::cancelled), 1u);
   EXPECT_EQ(m.unfinished(), 0u);
 }
 
@@ -478,9 +480,10 @@ TEST(ResponseScopeConcurrency, RegistrationRacingTheResponseLosesNothingAndKeeps
     }
     manual.run_all();
     ASSERT_EQ(ran.size(), 200u) << "round " << round;
-    for (int i = 0; i < 200; ++i) ASSERT_EQ(ran[static_cast<std::size_t>(i)], i) << "round " << round;
+    for (int i = 0; i < 200; ++i)
+      ASSERT_EQ(ran[static_cast<std::size_t>(i)], i) << "round " << round;
   }
-  EXPECT_EQ(rt.metrics().ran, 50u * 200u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 50u * 200u);
 }
 
 }  // namespace

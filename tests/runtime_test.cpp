@@ -36,12 +36,12 @@
 namespace {
 
 using crosstown::overflow_policy;
-using crosstown::phase;
 using crosstown::response_scope;
 using crosstown::runtime;
 using crosstown::status_set;
 using crosstown::task_failure;
 using crosstown::task_info;
+using crosstown::task_phase;
 using crosstown::task_state;
 using testing::ElementsAre;
 using namespace crosstown::test_support;
@@ -87,8 +87,8 @@ TEST(Runtime, ErrorHookReceivesTheTaskNameAndMessage) {
   EXPECT_EQ(failures[0].name, "send-invoice");
   EXPECT_EQ(failures[0].message, "no such customer");
   EXPECT_TRUE(failures[0].rethrows_original);
-  EXPECT_EQ(rt.metrics().failed, 1u);
-  EXPECT_EQ(rt.metrics().ran, 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::failed), 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 1u);
 }
 
 TEST(Runtime, ErrorHookSaysUnknownExceptionForANonStandardThrow) {
@@ -127,8 +127,8 @@ TEST(Runtime, ErrorHookThatThrowsIsIgnored) {
   EXPECT_EQ(hook_calls.load(), 2) << "the worker survived the first throwing hook";
   EXPECT_EQ(ran.load(), 2);
   const auto m = rt.metrics();
-  EXPECT_EQ(m.failed, 2u);
-  EXPECT_EQ(m.ran, 2u);
+  EXPECT_EQ(m.count(crosstown::task_state::failed), 2u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 2u);
   EXPECT_EQ(m.registered, m.terminal());
 }
 
@@ -147,7 +147,7 @@ TEST(Runtime, LostHookThatThrowsIsIgnored) {
   EXPECT_EQ(manual.drop_all(), 3u);
   EXPECT_EQ(hook_calls.load(), 3);
   const auto m = rt.metrics();
-  EXPECT_EQ(m.dropped_at_shutdown, 3u);
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 3u);
   EXPECT_EQ(m.registered, m.terminal());
 }
 
@@ -248,20 +248,20 @@ TEST(Runtime, DrainDoesNotWaitForTasksStillWaitingForTheirPhase) {
 TEST(Runtime, MetricsAndReportsPrintEveryFigure) {
   crosstown::metrics_snapshot m;
   m.registered = 9;
-  m.ran = 1;
-  m.failed = 2;
-  m.skipped_by_status = 1;
-  m.skipped_by_delivery = 1;
-  m.cancelled = 1;
-  m.rejected_by_overflow = 1;
-  m.dropped_at_shutdown = 1;
+  m.terminal_count(crosstown::task_state::ran) = 1;
+  m.terminal_count(crosstown::task_state::failed) = 2;
+  m.terminal_count(crosstown::task_state::skipped_by_status) = 1;
+  m.terminal_count(crosstown::task_state::skipped_by_delivery) = 1;
+  m.terminal_count(crosstown::task_state::cancelled) = 1;
+  m.terminal_count(crosstown::task_state::rejected_by_overflow) = 1;
+  m.terminal_count(crosstown::task_state::dropped_at_shutdown) = 1;
   EXPECT_EQ(m.terminal(), 8u);
   EXPECT_EQ(m.unfinished(), 1u);
   std::ostringstream text;
   text << m;
-  for (const char* field : {"registered=9", "ran=1", "failed=2", "skipped_by_status=1",
-                            "skipped_by_delivery=1", "cancelled=1", "rejected_by_overflow=1",
-                            "dropped_at_shutdown=1"}) {
+  for (const char* field :
+       {"registered=9", "ran=1", "failed=2", "skipped_by_status=1", "skipped_by_delivery=1",
+        "cancelled=1", "rejected_by_overflow=1", "dropped_at_shutdown=1"}) {
     EXPECT_NE(text.str().find(field), std::string::npos) << field << " in " << text.str();
   }
   crosstown::drain_report r{false, 2, 1, {"task 0 of request 1"}};
@@ -274,7 +274,13 @@ TEST(Runtime, MetricsAndReportsPrintEveryFigure) {
 // I6 accounting under a mixed multi-threaded workload
 // =============================================================================================
 
-enum class outcome : std::uint8_t { ran, failed, skipped_by_status, skipped_by_delivery, cancelled };
+enum class outcome : std::uint8_t {
+  ran,
+  failed,
+  skipped_by_status,
+  skipped_by_delivery,
+  cancelled
+};
 enum class target : std::uint8_t { pool, same_thread, manual, inline_exec };
 
 // One deferred task as the test's model sees it.
@@ -282,7 +288,7 @@ struct model_task {
   std::uint64_t request_id = 0;
   std::uint32_t index = 0;
   std::string name;
-  enum phase phase = phase::response_sent;
+  task_phase phase = task_phase::response_sent;
   status_set no_go = status_set::default_no_go();
   bool always = false;
   bool require_delivery = false;
@@ -303,8 +309,8 @@ struct workload_options {
 };
 
 struct workload_result {
-  std::vector<model_task> tasks;           // every task, in no particular order
-  std::vector<std::atomic<int>>* runs;     // per task id: times its body started
+  std::vector<model_task> tasks;        // every task, in no particular order
+  std::vector<std::atomic<int>>* runs;  // per task id: times its body started
   crosstown::metrics_snapshot metrics;
   crosstown::drain_report drained;
   std::vector<lost_task> lost;
@@ -351,11 +357,11 @@ void produce(runtime& rt, crosstown::manual_executor& manual, crosstown::inline_
     bool failed = false;
 
     // Is a task of this phase due now (mirrors response_scope's rule)?
-    auto due = [&](enum phase p) {
+    auto due = [&](task_phase p) {
       switch (p) {
-        case phase::headers_sent: return headers_sent || delivered || failed;
-        case phase::response_sent: return delivered || failed;
-        case phase::connection_closed: return false;  // the scope has not ended yet
+        case task_phase::headers_sent: return headers_sent || delivered || failed;
+        case task_phase::response_sent: return delivered || failed;
+        case task_phase::connection_closed: return false;  // the scope has not ended yet
       }
       return false;
     };
@@ -375,7 +381,7 @@ void produce(runtime& rt, crosstown::manual_executor& manual, crosstown::inline_
       t.request_id = scope.id();
       t.index = next_index++;
       const int roll = pick(100);
-      t.where = roll < 55 ? target::pool
+      t.where = roll < 55   ? target::pool
                 : roll < 72 ? target::same_thread
                 : roll < 88 ? target::manual
                             : target::inline_exec;
@@ -393,9 +399,9 @@ void produce(runtime& rt, crosstown::manual_executor& manual, crosstown::inline_
       t.throws = chance(0.1);
       if (chance(0.3)) t.name = names[static_cast<std::size_t>(pick(3))];
       const int ph = pick(100);
-      t.phase = ph < 10 ? phase::headers_sent
-                : ph < 85 ? phase::response_sent
-                          : phase::connection_closed;
+      t.phase = ph < 10   ? task_phase::headers_sent
+                : ph < 85 ? task_phase::response_sent
+                          : task_phase::connection_closed;
 
       const std::size_t id = first_id + out.size() + tasks.size();
       const bool on_this_thread = t.where == target::same_thread || t.where == target::inline_exec;
@@ -488,7 +494,7 @@ void produce(runtime& rt, crosstown::manual_executor& manual, crosstown::inline_
         t.expected = outcome::cancelled;
         continue;
       }
-      const bool task_delivered = t.phase == phase::headers_sent ? headers_sent : delivered;
+      const bool task_delivered = t.phase == task_phase::headers_sent ? headers_sent : delivered;
       if (!t.always && t.no_go.contains(final_status)) {
         t.expected = outcome::skipped_by_status;
       } else if (t.require_delivery && !task_delivered) {
@@ -501,8 +507,7 @@ void produce(runtime& rt, crosstown::manual_executor& manual, crosstown::inline_
   }
 }
 
-workload_result run_workload(const workload_options& options,
-                             std::vector<std::atomic<int>>& runs) {
+workload_result run_workload(const workload_options& options, std::vector<std::atomic<int>>& runs) {
   workload_result result;
   result.runs = &runs;
   std::atomic<int> error_hook_calls{0};
@@ -521,8 +526,8 @@ workload_result run_workload(const workload_options& options,
     std::vector<std::thread> producers;
     for (int p = 0; p < options.producers; ++p) {
       producers.emplace_back([&, p] {
-        produce(rt, manual, inl, /*drains_manual=*/p == 0, options.seed + static_cast<std::uint32_t>(p),
-                options.tasks_per_producer,
+        produce(rt, manual, inl, /*drains_manual=*/p == 0,
+                options.seed + static_cast<std::uint32_t>(p), options.tasks_per_producer,
                 static_cast<std::size_t>(p) * static_cast<std::size_t>(options.tasks_per_producer),
                 runs, wrong_thread, per_producer[static_cast<std::size_t>(p)]);
       });
@@ -542,8 +547,7 @@ workload_result run_workload(const workload_options& options,
 }
 
 struct expected_counts {
-  std::uint64_t ran = 0, failed = 0, skipped_by_status = 0, skipped_by_delivery = 0,
-                cancelled = 0;
+  std::uint64_t ran = 0, failed = 0, skipped_by_status = 0, skipped_by_delivery = 0, cancelled = 0;
 };
 
 expected_counts count(const std::vector<model_task>& tasks) {
@@ -563,8 +567,8 @@ expected_counts count(const std::vector<model_task>& tasks) {
 TEST(RuntimeAccounting, MetricsAddUpForAMixedWorkloadAcrossEightThreads) {
   const workload_options options{};
   SCOPED_TRACE("seed " + std::to_string(options.seed));
-  const std::size_t total =
-      static_cast<std::size_t>(options.producers) * static_cast<std::size_t>(options.tasks_per_producer);
+  const std::size_t total = static_cast<std::size_t>(options.producers) *
+                            static_cast<std::size_t>(options.tasks_per_producer);
   std::vector<std::atomic<int>> runs(total);
   const workload_result r = run_workload(options, runs);
 
@@ -580,15 +584,20 @@ TEST(RuntimeAccounting, MetricsAddUpForAMixedWorkloadAcrossEightThreads) {
   EXPECT_GT(want.cancelled, 0u);
 
   EXPECT_EQ(m.registered, total) << m;
-  EXPECT_EQ(m.ran, want.ran) << m;
-  EXPECT_EQ(m.failed, want.failed) << m;
-  EXPECT_EQ(m.skipped_by_status, want.skipped_by_status) << m;
-  EXPECT_EQ(m.skipped_by_delivery, want.skipped_by_delivery) << m;
-  EXPECT_EQ(m.cancelled, want.cancelled) << m;
-  EXPECT_EQ(m.rejected_by_overflow, 0u) << m;
-  EXPECT_EQ(m.dropped_at_shutdown, 0u) << m;
-  EXPECT_EQ(m.registered, m.ran + m.failed + m.skipped_by_status + m.skipped_by_delivery +
-                              m.cancelled + m.rejected_by_overflow + m.dropped_at_shutdown)
+  EXPECT_EQ(m.count(crosstown::task_state::ran), want.ran) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::failed), want.failed) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_status), want.skipped_by_status) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_delivery), want.skipped_by_delivery) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::cancelled), want.cancelled) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::rejected_by_overflow), 0u) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 0u) << m;
+  EXPECT_EQ(m.registered, m.count(crosstown::task_state::ran) +
+                              m.count(crosstown::task_state::failed) +
+                              m.count(crosstown::task_state::skipped_by_status) +
+                              m.count(crosstown::task_state::skipped_by_delivery) +
+                              m.count(crosstown::task_state::cancelled) +
+                              m.count(crosstown::task_state::rejected_by_overflow) +
+                              m.count(crosstown::task_state::dropped_at_shutdown))
       << m;
   EXPECT_EQ(m.queued, 0u);
   EXPECT_EQ(m.in_flight, 0u);
@@ -621,15 +630,16 @@ TEST(RuntimeAccounting, MetricsAddUpWhenABoundedQueueRejects) {
   options.tasks_per_producer = 600;
   options.seed = 77;
   SCOPED_TRACE("seed " + std::to_string(options.seed));
-  const std::size_t total =
-      static_cast<std::size_t>(options.producers) * static_cast<std::size_t>(options.tasks_per_producer);
+  const std::size_t total = static_cast<std::size_t>(options.producers) *
+                            static_cast<std::size_t>(options.tasks_per_producer);
   std::vector<std::atomic<int>> runs(total);
   const workload_result r = run_workload(options, runs);
 
   ASSERT_TRUE(r.drained.complete) << r.drained;
   ASSERT_EQ(r.tasks.size(), total);
   std::map<std::pair<std::uint64_t, std::uint32_t>, std::size_t> id_of;
-  for (std::size_t id = 0; id < total; ++id) id_of[{r.tasks[id].request_id, r.tasks[id].index}] = id;
+  for (std::size_t id = 0; id < total; ++id)
+    id_of[{r.tasks[id].request_id, r.tasks[id].index}] = id;
 
   // Every rejection was reported, for a pool task the rules allowed to run; it never ran.
   std::uint64_t rejected_ran = 0;
@@ -643,24 +653,28 @@ TEST(RuntimeAccounting, MetricsAddUpWhenABoundedQueueRejects) {
     EXPECT_EQ(t.where, target::pool) << "only the bounded pool rejects: " << l;
     EXPECT_FALSE(rejected[it->second]) << "reported twice: " << l;
     rejected[it->second] = true;
-    if (t.expected == outcome::ran) ++rejected_ran;
-    else if (t.expected == outcome::failed) ++rejected_failed;
-    else ADD_FAILURE() << "a task the rules skipped was rejected: " << l;
+    if (t.expected == outcome::ran)
+      ++rejected_ran;
+    else if (t.expected == outcome::failed)
+      ++rejected_failed;
+    else
+      ADD_FAILURE() << "a task the rules skipped was rejected: " << l;
   }
 
   const expected_counts want = count(r.tasks);
   const auto& m = r.metrics;
   EXPECT_EQ(m.registered, total) << m;
-  EXPECT_GT(m.rejected_by_overflow, 0u) << "the bounded queue never filled: the test proved little";
-  EXPECT_EQ(m.rejected_by_overflow, r.lost.size()) << m;
-  EXPECT_EQ(m.ran, want.ran - rejected_ran) << m;
-  EXPECT_EQ(m.failed, want.failed - rejected_failed) << m;
-  EXPECT_EQ(m.skipped_by_status, want.skipped_by_status) << m;
-  EXPECT_EQ(m.skipped_by_delivery, want.skipped_by_delivery) << m;
-  EXPECT_EQ(m.cancelled, want.cancelled) << m;
-  EXPECT_EQ(m.dropped_at_shutdown, 0u) << m;
+  EXPECT_GT(m.count(crosstown::task_state::rejected_by_overflow), 0u)
+      << "the bounded queue never filled: the test proved little";
+  EXPECT_EQ(m.count(crosstown::task_state::rejected_by_overflow), r.lost.size()) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::ran), want.ran - rejected_ran) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::failed), want.failed - rejected_failed) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_status), want.skipped_by_status) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::skipped_by_delivery), want.skipped_by_delivery) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::cancelled), want.cancelled) << m;
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 0u) << m;
   EXPECT_EQ(m.registered, m.terminal()) << m;
-  EXPECT_EQ(r.error_hook_calls, static_cast<int>(m.failed));
+  EXPECT_EQ(r.error_hook_calls, static_cast<int>(m.count(crosstown::task_state::failed)));
   EXPECT_EQ(r.wrong_thread, 0);
 
   int mismatches = 0;
@@ -719,10 +733,10 @@ TEST(RuntimeDestruction, ShutdownTimeoutDropsAndReportsWhatDidNotStart) {
   gate g;
   event first_lost;
   lost_log lost;
-  auto rt = std::make_unique<runtime>(crosstown::runtime_options{
-      .threads = 1,
-      .on_lost = lost.hook([&first_lost] { first_lost.set(); }),
-      .shutdown_timeout = std::chrono::milliseconds(50)});
+  auto rt = std::make_unique<runtime>(
+      crosstown::runtime_options{.threads = 1,
+                                 .on_lost = lost.hook([&first_lost] { first_lost.set(); }),
+                                 .shutdown_timeout = std::chrono::milliseconds(50)});
   std::atomic<bool> release_timed_out{false};
   // The destructor waits for the running gate after dropping the queue; the gate opens when the
   // first drop is reported (or at the deadline, so a failure cannot hang the test).
@@ -750,11 +764,12 @@ TEST(RuntimeDestruction, ShutdownTimeoutDropsAndReportsWhatDidNotStart) {
   EXPECT_FALSE(release_timed_out.load()) << "nothing was reported lost";
   EXPECT_TRUE(g.finished.load()) << "the running task was allowed to finish";
   EXPECT_EQ(ran.load(), 0);
-  EXPECT_THAT(lost.seen(), ElementsAre(lost_task{request, 0, "q0", task_state::dropped_at_shutdown},
-                                       lost_task{request, 1, "q1", task_state::dropped_at_shutdown},
-                                       lost_task{request, 2, "q2", task_state::dropped_at_shutdown},
-                                       lost_task{request, 3, "q3", task_state::dropped_at_shutdown},
-                                       lost_task{request, 4, "q4", task_state::dropped_at_shutdown}));
+  EXPECT_THAT(lost.seen(),
+              ElementsAre(lost_task{request, 0, "q0", task_state::dropped_at_shutdown},
+                          lost_task{request, 1, "q1", task_state::dropped_at_shutdown},
+                          lost_task{request, 2, "q2", task_state::dropped_at_shutdown},
+                          lost_task{request, 3, "q3", task_state::dropped_at_shutdown},
+                          lost_task{request, 4, "q4", task_state::dropped_at_shutdown}));
 }
 
 TEST(RuntimeDestruction, ShutdownTimeoutThatIsNotReachedDropsNothing) {
@@ -785,8 +800,8 @@ TEST(RuntimeDestruction, ExplicitShutdownDropsLaterHandoffsAndTheCountersStillAd
   }
   EXPECT_EQ(ran.load(), 1);
   const auto m = rt.metrics();
-  EXPECT_EQ(m.dropped_at_shutdown, 1u);
-  EXPECT_EQ(m.ran, 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 1u);
   EXPECT_EQ(m.registered, m.terminal());
   EXPECT_EQ(lost.seen().size(), 1u);
 }

@@ -109,9 +109,9 @@ TEST(StatusSetParse, BoundariesOfMixedSpec) {
 
 TEST(StatusSetParse, MembershipAgreesWithNaiveReference) {
   const char* const specs[] = {
-      "5xx",      "4xx,5xx",           "5xx,400-405,302", " 1xx , 20x,301-310 ,999",
-      "40x,4XX",  "100-999",           "123,456,789",     "395-412,41x,7xx,700-701",
-      "998-999",  "100-100,101,10x",
+      "5xx",     "4xx,5xx",         "5xx,400-405,302", " 1xx , 20x,301-310 ,999",
+      "40x,4XX", "100-999",         "123,456,789",     "395-412,41x,7xx,700-701",
+      "998-999", "100-100,101,10x",
   };
   for (const char* spec : specs) {
     SCOPED_TRACE(std::string("spec \"") + spec + "\"");
@@ -154,8 +154,7 @@ void expect_error(const status_spec_error& error, const reject_row& row) {
   EXPECT_NE(what.find("item " + std::to_string(row.item_index) + " \"" + row.item + "\""),
             std::string::npos)
       << what;
-  EXPECT_NE(what.find("at offset " + std::to_string(row.offset) + ":"), std::string::npos)
-      << what;
+  EXPECT_NE(what.find("at offset " + std::to_string(row.offset) + ":"), std::string::npos) << what;
   EXPECT_NE(what.find(error.reason()), std::string::npos) << what;
 }
 
@@ -231,19 +230,30 @@ TEST(StatusSetMixedList, RejectsBadItemsAtRunTime) {
       expect_error(error, row);
     }
   };
-  check([] { return status_set{"5xx", 99}; },
-        {"5xx,99", "99", 1, 4, "code 99 is out of range 100-999"});
+  check(
+      [] {
+        return status_set{"5xx", 99};
+      },
+      {"5xx,99", "99", 1, 4, "code 99 is out of range 100-999"});
   check([] { return status_set{1000}; },
         {"1000", "1000", 0, 0, "code 1000 is out of range 100-999"});
-  check([] { return status_set{"5xx,302", -1}; },
-        {"5xx,302,-1", "-1", 2, 8, "code -1 is out of range 100-999"});
-  check([] { return status_set{"5xx", "6xxx"}; },
-        {"5xx,6xxx", "6xxx", 1, 4, "wildcard must be 3 characters"});
-  check([] { return status_set{302, "4xx, abc"}; },
-        {"302,4xx, abc", "abc", 2, 9, "invalid character 'a'"});
+  check(
+      [] {
+        return status_set{"5xx,302", -1};
+      },
+      {"5xx,302,-1", "-1", 2, 8, "code -1 is out of range 100-999"});
+  check(
+      [] {
+        return status_set{"5xx", "6xxx"};
+      },
+      {"5xx,6xxx", "6xxx", 1, 4, "wildcard must be 3 characters"});
+  check(
+      [] {
+        return status_set{302, "4xx, abc"};
+      },
+      {"302,4xx, abc", "abc", 2, 9, "invalid character 'a'"});
   check([] { return status_set{302, ""}; }, {"302,", "", 1, 4, "empty item"});
-  check([] { return status_set{static_cast<const char*>(nullptr)}; },
-        {"", "", 0, 0, "empty item"});
+  check([] { return status_set{static_cast<const char*>(nullptr)}; }, {"", "", 0, 0, "empty item"});
 }
 
 // ---- named sets, membership, operations ---------------------------------------------------

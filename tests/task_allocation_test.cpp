@@ -68,9 +68,7 @@ void* operator new[](std::size_t size, std::align_val_t al) {
   return allocate_or_throw(size, static_cast<std::size_t>(al));
 }
 void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return allocate(size, 0); }
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  return allocate(size, 0);
-}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return allocate(size, 0); }
 void* operator new(std::size_t size, std::align_val_t al, const std::nothrow_t&) noexcept {
   return allocate(size, static_cast<std::size_t>(al));
 }
@@ -89,9 +87,7 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { deallo
 void operator delete(void* p, const std::nothrow_t&) noexcept { deallocate(p); }
 void operator delete[](void* p, const std::nothrow_t&) noexcept { deallocate(p); }
 void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { deallocate(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  deallocate(p);
-}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { deallocate(p); }
 // NOLINTEND(misc-new-delete-overloads)
 
 namespace {
@@ -328,9 +324,10 @@ TEST(DeferAllocation, DeferringWithAShortNameAndCustomOptionsAllocatesNothingPer
   {
     measured_region region;
     for (std::size_t i = 0; i < n; ++i) {
-      scope.defer(closure_of<48>{&hits},
-                  {.no_go = "5xx,302", .always = (i % 2 == 0), .name = names[i],
-                   .require_delivery = (i % 3 == 0)});
+      scope.defer(closure_of<48>{&hits}, {.no_go = "5xx,302",
+                                          .always = (i % 2 == 0),
+                                          .name = names[i],
+                                          .require_delivery = (i % 3 == 0)});
     }
     seen = region.stop();
   }

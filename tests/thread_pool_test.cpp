@@ -12,9 +12,9 @@
 #include <crosstown/runtime.hpp>
 
 #include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#include <gtest/gtest.h>
 
 #include "test_support.hpp"
 
@@ -126,7 +126,7 @@ TEST(ThreadPool, StartsItsWorkersWithTheFirstBatchOnly) {
     scope.defer([] {}, {.same_thread = true});  // runs here: the pool is never handed work
     complete(scope);
   }
-  EXPECT_EQ(rt.metrics().ran, 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 1u);
   const std::set<std::string> idle = pool_thread_ids();
   EXPECT_EQ(started_between(before, idle), 0u)
       << "a pool that was never handed work started threads";
@@ -137,7 +137,7 @@ TEST(ThreadPool, StartsItsWorkersWithTheFirstBatchOnly) {
   }
   EXPECT_EQ(started_between(idle, pool_thread_ids()), 3u);
   ASSERT_TRUE(rt.drain_for(deadline).complete);
-  EXPECT_EQ(rt.metrics().ran, 2u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 2u);
 }
 
 TEST(ThreadPool, WorkersRunAtTheRequestedNiceness) {
@@ -220,7 +220,7 @@ TEST(ThreadPool, BatchOfHundredJobsEntersInOneHandoffButRunsOnSeveralWorkers) {
   EXPECT_EQ(ran.load(), tasks);
   std::lock_guard lock(mutex);
   EXPECT_EQ(workers.size(), 2u);
-  EXPECT_EQ(rt.metrics().ran, static_cast<std::uint64_t>(tasks));
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), static_cast<std::uint64_t>(tasks));
 }
 
 TEST(ThreadPool, JobsLeaveTheQueueInTheOrderTheyEntered) {
@@ -235,7 +235,8 @@ TEST(ThreadPool, JobsLeaveTheQueueInTheOrderTheyEntered) {
   ASSERT_TRUE(g.started.wait());
   for (int r = 0; r < 3; ++r) {
     response_scope scope(rt);
-    for (int i = 0; i < 10; ++i) scope.defer([&order, label = r * 10 + i] { order.push_back(label); });
+    for (int i = 0; i < 10; ++i)
+      scope.defer([&order, label = r * 10 + i] { order.push_back(label); });
     complete(scope);
   }
   EXPECT_EQ(rt.pool().queue_depth(), 30u);
@@ -256,11 +257,11 @@ TEST(ThreadPool, ThrowingTaskDoesNotStopItsSiblings) {
   };
   std::mutex mutex;
   std::vector<failure_seen> failures;
-  runtime rt({.threads = 2, .on_error = [&](const crosstown::task_failure& f) {
-                std::lock_guard lock(mutex);
-                failures.push_back({f.task.request_id, f.task.index, std::string(f.task.name),
-                                    f.message});
-              }});
+  runtime rt(
+      {.threads = 2, .on_error = [&](const crosstown::task_failure& f) {
+         std::lock_guard lock(mutex);
+         failures.push_back({f.task.request_id, f.task.index, std::string(f.task.name), f.message});
+       }});
   std::atomic<int> ran{0};
   std::uint64_t request = 0;
   {
@@ -278,8 +279,8 @@ TEST(ThreadPool, ThrowingTaskDoesNotStopItsSiblings) {
   ASSERT_TRUE(rt.drain_for(deadline).complete);
   EXPECT_EQ(ran.load(), 99);
   const auto m = rt.metrics();
-  EXPECT_EQ(m.ran, 99u);
-  EXPECT_EQ(m.failed, 1u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 99u);
+  EXPECT_EQ(m.count(crosstown::task_state::failed), 1u);
   std::lock_guard lock(mutex);
   ASSERT_EQ(failures.size(), 1u);
   EXPECT_EQ(failures[0].name, "boom");
@@ -304,8 +305,8 @@ TEST(ThreadPool, WorkerSurvivesAThrowingTask) {
   }
   ASSERT_TRUE(rt.drain_for(deadline).complete);
   EXPECT_TRUE(ran_on_worker.load()) << "the only worker still runs tasks";
-  EXPECT_EQ(rt.metrics().failed, 1u);
-  EXPECT_EQ(rt.metrics().ran, 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::failed), 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 1u);
 }
 
 // --- capacity and overflow -------------------------------------------------------------------
@@ -346,8 +347,8 @@ TEST(ThreadPool, BlockPolicyMakesTheProducerWaitForRoom) {
   EXPECT_EQ(ran.load(), 3);
   for (const auto& id : ran_on) EXPECT_NE(id, producer.id()) << "block never runs on the caller";
   const auto m = rt.metrics();
-  EXPECT_EQ(m.ran, 4u);
-  EXPECT_EQ(m.rejected_by_overflow, 0u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 4u);
+  EXPECT_EQ(m.count(crosstown::task_state::rejected_by_overflow), 0u);
   EXPECT_EQ(m.registered, m.terminal());
   EXPECT_FALSE(g.timed_out.load());
 }
@@ -378,18 +379,19 @@ TEST(ThreadPool, RejectPolicyRejectsTheExcessAndReportsEachTask) {
     });
     EXPECT_TRUE(producer.wait_done()) << "reject never makes the producer wait";
     const auto m = rt.metrics();
-    EXPECT_EQ(m.rejected_by_overflow, 3u);
+    EXPECT_EQ(m.count(crosstown::task_state::rejected_by_overflow), 3u);
     EXPECT_EQ(m.pool_queue_depth, 1u);
     g.opened.set();
   }
-  EXPECT_THAT(lost.seen(), ElementsAre(lost_task{request, 1, "r1", task_state::rejected_by_overflow},
-                                       lost_task{request, 2, "r2", task_state::rejected_by_overflow},
-                                       lost_task{request, 3, "r3", task_state::rejected_by_overflow}));
+  EXPECT_THAT(lost.seen(),
+              ElementsAre(lost_task{request, 1, "r1", task_state::rejected_by_overflow},
+                          lost_task{request, 2, "r2", task_state::rejected_by_overflow},
+                          lost_task{request, 3, "r3", task_state::rejected_by_overflow}));
   ASSERT_TRUE(rt.drain_for(deadline).complete);
   EXPECT_EQ(ran.load(), 1);
   const auto m = rt.metrics();
-  EXPECT_EQ(m.ran, 2u);  // the gate and r0
-  EXPECT_EQ(m.rejected_by_overflow, 3u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 2u);  // the gate and r0
+  EXPECT_EQ(m.count(crosstown::task_state::rejected_by_overflow), 3u);
   EXPECT_EQ(m.registered, 5u);
   EXPECT_EQ(m.registered, m.terminal());
 }
@@ -428,8 +430,8 @@ TEST(ThreadPool, RunOnCallerPolicyRunsTheExcessOnTheCallingThread) {
   EXPECT_TRUE(ran[0].load());
   EXPECT_NE(ran_on[0], std::this_thread::get_id());
   const auto m = rt.metrics();
-  EXPECT_EQ(m.ran, 4u);
-  EXPECT_EQ(m.rejected_by_overflow, 0u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 4u);
+  EXPECT_EQ(m.count(crosstown::task_state::rejected_by_overflow), 0u);
 }
 
 TEST(ThreadPool, WorkerOverflowingItsOwnPoolUnderBlockRunsTheExcessItself) {
@@ -473,7 +475,7 @@ TEST(ThreadPool, WorkerOverflowingItsOwnPoolUnderBlockRunsTheExcessItself) {
   EXPECT_FALSE(ran_before_outer_returned[0]) << "the job that fitted was queued";
   EXPECT_TRUE(ran_before_outer_returned[1]) << "the excess ran inside the hand-off";
   EXPECT_TRUE(ran_before_outer_returned[2]);
-  EXPECT_EQ(rt.metrics().ran, 4u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 4u);
 }
 
 TEST(ThreadPool, QueueDepthCountsJobsNotYetClaimed) {
@@ -549,7 +551,7 @@ TEST(ThreadPool, DrainWithABlockedTaskNamesTheBlockedAndQueuedTasks) {
   const auto pool_done = rt.pool().drain(clock_type::now() + deadline);
   EXPECT_TRUE(pool_done.complete);
   EXPECT_TRUE(pool_done.unfinished.empty());
-  EXPECT_EQ(rt.metrics().ran, 3u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 3u);
   EXPECT_FALSE(g.timed_out.load());
 }
 
@@ -606,8 +608,8 @@ TEST(ThreadPool, ShutdownDropsQueuedWorkAndCountsEachAsDroppedAtShutdown) {
                           lost_task{queued_request, 1, "d1", task_state::dropped_at_shutdown},
                           lost_task{queued_request, 2, "d2", task_state::dropped_at_shutdown}));
   auto m = rt.metrics();
-  EXPECT_EQ(m.dropped_at_shutdown, 3u);
-  EXPECT_EQ(m.ran, 1u) << "the running gate finished";
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 3u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), 1u) << "the running gate finished";
   EXPECT_EQ(m.registered, m.terminal());
   EXPECT_FALSE(g.timed_out.load());
 
@@ -634,10 +636,11 @@ TEST(ThreadPool, HandoffAfterShutdownIsDroppedAndCounted) {
   }
   EXPECT_EQ(ran.load(), 0);
   const auto m = rt.metrics();
-  EXPECT_EQ(m.dropped_at_shutdown, 2u);
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 2u);
   EXPECT_EQ(m.registered, m.terminal());
-  EXPECT_THAT(lost.seen(), ElementsAre(lost_task{request, 0, "late", task_state::dropped_at_shutdown},
-                                       lost_task{request, 1, "", task_state::dropped_at_shutdown}));
+  EXPECT_THAT(lost.seen(),
+              ElementsAre(lost_task{request, 0, "late", task_state::dropped_at_shutdown},
+                          lost_task{request, 1, "", task_state::dropped_at_shutdown}));
 }
 
 TEST(ThreadPool, ShutdownWithTimeToSpareRunsEverythingQueued) {
@@ -652,7 +655,7 @@ TEST(ThreadPool, ShutdownWithTimeToSpareRunsEverythingQueued) {
   EXPECT_TRUE(report.complete);
   EXPECT_EQ(report.queued, 0u);
   EXPECT_EQ(ran.load(), 50);
-  EXPECT_EQ(rt.metrics().dropped_at_shutdown, 0u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::dropped_at_shutdown), 0u);
 }
 
 TEST(ThreadPool, BlockedProducerIsReleasedByShutdownAndItsRestIsDropped) {
@@ -690,7 +693,7 @@ TEST(ThreadPool, BlockedProducerIsReleasedByShutdownAndItsRestIsDropped) {
   EXPECT_THAT(lost.seen(),
               ElementsAre(lost_task{request, 0, "waiting", task_state::dropped_at_shutdown}));
   EXPECT_TRUE(report.complete) << "the gate finished before the deadline";
-  EXPECT_EQ(rt.metrics().dropped_at_shutdown, 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::dropped_at_shutdown), 1u);
   EXPECT_FALSE(g.timed_out.load());
 }
 
@@ -726,8 +729,8 @@ TEST(ThreadPool, DestructorRunsAllQueuedWork) {
   EXPECT_EQ(ran.load(), tasks);
   EXPECT_TRUE(lost.seen().empty());
   const auto m = rt.metrics();
-  EXPECT_EQ(m.ran, static_cast<std::uint64_t>(tasks) + 1);
-  EXPECT_EQ(m.dropped_at_shutdown, 0u);
+  EXPECT_EQ(m.count(crosstown::task_state::ran), static_cast<std::uint64_t>(tasks) + 1);
+  EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 0u);
   EXPECT_EQ(m.registered, m.terminal());
 }
 

@@ -114,9 +114,8 @@ std::string render(const std::string& suite, const std::vector<comparison>& comp
       verdict = met ? "met" : "MISSED";
     }
     std::snprintf(line, sizeof line, "%-52s %-18s %12s %12s %9s  %-10s %s\n", c.label.c_str(),
-                  c.metric.c_str(), number(*subject).c_str(),
-                  base ? number(*base).c_str() : "-", base ? number(value).c_str() : "-",
-                  target.c_str(), verdict.c_str());
+                  c.metric.c_str(), number(*subject).c_str(), base ? number(*base).c_str() : "-",
+                  base ? number(value).c_str() : "-", target.c_str(), verdict.c_str());
     out << line;
     if (!c.note.empty()) out << "    " << c.note << '\n';
   }

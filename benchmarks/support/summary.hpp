@@ -28,7 +28,7 @@ struct comparison {
   /// Target on the ratio (or value): "<=" or ">=" and a bound; no op means "report only".
   std::string op{};
   double bound = 0;
-  std::string note{};      ///< printed after the line, e.g. how the target was phrased
+  std::string note{};  ///< printed after the line, e.g. how the target was phrased
 };
 
 /// Initializes Google Benchmark, runs the selected benchmarks, prints the summary.

@@ -1,5 +1,5 @@
 // The demo application's handlers, tested the way an application team would test its own:
-// with crosstown::testing only - the harness (no threads, sockets or sleeps), the synchronous
+// with crosstown::testkit only - the harness (no threads, sockets or sleeps), the synchronous
 // mode and the matchers. The handler `phone_calls_app::operator()` takes a `request_context`
 // (request, response scope, write record, connection id), so a test builds one around the
 // harness's scope; no server is started.
@@ -17,15 +17,15 @@
 
 namespace {
 
-using namespace crosstown::testing;
-using crosstown::phase;
+using namespace crosstown::testkit;
 using crosstown::response_scope;
+using crosstown::task_phase;
 using crosstown::task_state;
-using crosstown_demo::http::verb;
 using crosstown_demo::phone_calls_app;
 using crosstown_demo::request_context;
 using crosstown_demo::request_type;
 using crosstown_demo::response_type;
+using crosstown_demo::http::verb;
 using ::testing::Contains;
 using ::testing::Each;
 using ::testing::ElementsAre;
@@ -64,7 +64,7 @@ TEST_F(DemoAppTest, PostCallsAnswers202AndPlacesTheCallsOnlyAfterTheResponse) {
   EXPECT_EQ(res.result_int(), 202);
   EXPECT_THAT(res.body(), HasSubstr("queued 5 calls"));
   EXPECT_THAT(h.deferred(), SizeIs(5));
-  EXPECT_THAT(h.deferred(), Each(WaitsFor(phase::response_sent)));
+  EXPECT_THAT(h.deferred(), Each(WaitsFor(task_phase::response_sent)));
   EXPECT_EQ(h.ran(), 0u);
   ASSERT_NE(app.find("r1"), nullptr);
   EXPECT_EQ(app.find("r1")->deferred.load(), 5);
@@ -147,12 +147,12 @@ TEST_F(DemoAppTest, StreamReleasesItsHeadersPhaseTaskBeforeTheBodyIsSent) {
 
   EXPECT_EQ(res.result_int(), 200);
   EXPECT_TRUE(res.chunked());
-  EXPECT_THAT(h.deferred(), ElementsAre(WaitsFor(phase::headers_sent),
-                                        WaitsFor(phase::response_sent)));
+  EXPECT_THAT(h.deferred(),
+              ElementsAre(WaitsFor(task_phase::headers_sent), WaitsFor(task_phase::response_sent)));
   h.scope().status_known(res.result_int());
   h.scope().headers_sent();
   EXPECT_EQ(h.queued(), 1u) << "only the headers-phase task is released by the header";
-  EXPECT_THAT(h.deferred(), ElementsAre(WaitsFor(phase::response_sent)));
+  EXPECT_THAT(h.deferred(), ElementsAre(WaitsFor(task_phase::response_sent)));
   h.scope().response_sent();
   EXPECT_EQ(h.run_all(), 2u);
   EXPECT_THAT(h.history(), Each(EndedAs(task_state::ran)));
@@ -221,7 +221,7 @@ TEST_F(DemoAppSyncTest, CallsRunInlineInRegistrationOrderAtResponseCompletion) {
   const auto executed = sync.executed();
   ASSERT_THAT(executed, SizeIs(5));
   for (std::size_t i = 0; i < executed.size(); ++i) EXPECT_EQ(executed[i].index, i);
-  EXPECT_EQ(rt.metrics().ran, 5u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 5u);
 }
 
 TEST_F(DemoAppSyncTest, A404StillSkipsTheVisitLog) {
@@ -229,15 +229,16 @@ TEST_F(DemoAppSyncTest, A404StillSkipsTheVisitLog) {
   EXPECT_EQ(res.result_int(), 404);
   EXPECT_THAT(sync.executed(), IsEmpty());
   EXPECT_EQ(app.find("s2")->started.load(), 0);
-  EXPECT_EQ(rt.metrics().skipped_by_status, 1u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::skipped_by_status), 1u);
 }
 
 TEST_F(DemoAppSyncTest, AuditAndMovedKeepTheirRules) {
   serve(make_request(verb::post, "/audit"));
-  EXPECT_THAT(sync.executed(), ElementsAre(Field(&crosstown::inline_executor::record::name, "audit")));
+  EXPECT_THAT(sync.executed(),
+              ElementsAre(Field(&crosstown::inline_executor::record::name, "audit")));
   serve(make_request(verb::get, "/moved"));
   EXPECT_THAT(sync.executed(), SizeIs(2)) << "302: the default task runs, the custom no-go skips";
-  EXPECT_EQ(rt.metrics().skipped_by_status, 2u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::skipped_by_status), 2u);
 }
 
 }  // namespace

@@ -79,8 +79,7 @@ struct write_record {
 };
 
 inline std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             clock_type::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now().time_since_epoch())
       .count();
 }
 
@@ -182,7 +181,7 @@ struct server_state {
   const server_options options;
   tcp::acceptor acceptor;
   std::list<std::weak_ptr<connection_slot>> connections;  // I/O thread only
-  bool stopping = false;                                   // I/O thread only
+  bool stopping = false;                                  // I/O thread only
   std::atomic<std::uint64_t> connection_count{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> bad_requests{0};
@@ -301,9 +300,9 @@ class callback_session : public std::enable_shared_from_this<callback_session> {
   void do_bad_request(error_code ec) {
     state_->bad_requests.fetch_add(1, std::memory_order_relaxed);
     response_ = bad_request(ec);
-    http::async_write(stream_, response_,
-                      beast::bind_front_handler(&callback_session::on_bad_request_written,
-                                                shared_from_this()));
+    http::async_write(
+        stream_, response_,
+        beast::bind_front_handler(&callback_session::on_bad_request_written, shared_from_this()));
   }
 
   void on_bad_request_written(error_code, std::size_t) { do_close(); }
@@ -318,7 +317,7 @@ class callback_session : public std::enable_shared_from_this<callback_session> {
   stream_type stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  crosstown::connection_scope connection_;       // declared before scope_: outlives it
+  crosstown::connection_scope connection_;  // declared before scope_: outlives it
   std::optional<crosstown::response_scope> scope_;
   response_type response_;
   std::optional<http::response_serializer<http::string_body>> serializer_;
@@ -386,8 +385,7 @@ inline net::awaitable<void> coroutine_session(stream_type stream,
 inline void start_session(const std::shared_ptr<server_state>& state, tcp::socket socket) {
   if (state->options.send_buffer_size > 0) {
     error_code ignored;
-    socket.set_option(net::socket_base::send_buffer_size(state->options.send_buffer_size),
-                      ignored);
+    socket.set_option(net::socket_base::send_buffer_size(state->options.send_buffer_size), ignored);
   }
   const std::uint64_t id = state->connection_count.fetch_add(1) + 1;
   auto slot = state->add_connection();
@@ -396,23 +394,22 @@ inline void start_session(const std::shared_ptr<server_state>& state, tcp::socke
     return;
   }
   auto executor = socket.get_executor();
-  net::co_spawn(executor,
-                coroutine_session(stream_type(write_recorder(state->options.sequence),
-                                              std::move(socket)),
-                                  state, std::move(slot), id),
-                [](const std::exception_ptr& e) {
-                  if (e) std::rethrow_exception(e);
-                });
+  net::co_spawn(
+      executor,
+      coroutine_session(stream_type(write_recorder(state->options.sequence), std::move(socket)),
+                        state, std::move(slot), id),
+      [](const std::exception_ptr& e) {
+        if (e) std::rethrow_exception(e);
+      });
 }
 
 inline void do_accept(const std::shared_ptr<server_state>& state) {
-  state->acceptor.async_accept(
-      net::make_strand(state->acceptor.get_executor()),
-      [state](error_code ec, tcp::socket socket) {
-        if (state->stopping || !state->acceptor.is_open()) return;
-        if (!ec) start_session(state, std::move(socket));
-        do_accept(state);
-      });
+  state->acceptor.async_accept(net::make_strand(state->acceptor.get_executor()),
+                               [state](error_code ec, tcp::socket socket) {
+                                 if (state->stopping || !state->acceptor.is_open()) return;
+                                 if (!ec) start_session(state, std::move(socket));
+                                 do_accept(state);
+                               });
 }
 
 }  // namespace detail
@@ -422,8 +419,8 @@ class server {
  public:
   /// Binds and listens at once (so `port()` is known); accepts once `start()` is called.
   server(net::io_context& ioc, crosstown::runtime& rt, handler app, server_options options = {})
-      : state_(std::make_shared<detail::server_state>(ioc, rt, std::move(app),
-                                                      std::move(options))) {
+      : state_(
+            std::make_shared<detail::server_state>(ioc, rt, std::move(app), std::move(options))) {
     const tcp::endpoint endpoint(net::ip::make_address(state_->options.address),
                                  state_->options.port);
     state_->acceptor.open(endpoint.protocol());
@@ -459,8 +456,8 @@ class server {
   }
 
   server_stats stats() const {
-    return {state_->connection_count.load(), state_->requests.load(),
-            state_->bad_requests.load(), state_->delivery_failures.load()};
+    return {state_->connection_count.load(), state_->requests.load(), state_->bad_requests.load(),
+            state_->delivery_failures.load()};
   }
 
  private:

@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -131,17 +132,7 @@ bool settled(crosstown::runtime& rt) {
 }
 
 void print_counters(const crosstown::metrics_snapshot& m) {
-  std::printf(
-      "counters: registered=%llu ran=%llu failed=%llu skipped_by_status=%llu "
-      "skipped_by_delivery=%llu cancelled=%llu rejected_by_overflow=%llu "
-      "dropped_at_shutdown=%llu\n",
-      static_cast<unsigned long long>(m.registered), static_cast<unsigned long long>(m.ran),
-      static_cast<unsigned long long>(m.failed),
-      static_cast<unsigned long long>(m.skipped_by_status),
-      static_cast<unsigned long long>(m.skipped_by_delivery),
-      static_cast<unsigned long long>(m.cancelled),
-      static_cast<unsigned long long>(m.rejected_by_overflow),
-      static_cast<unsigned long long>(m.dropped_at_shutdown));
+  std::cout << "counters: " << m << "\n";
   std::printf("every task accounted for: %s\n", m.unfinished() == 0 ? "yes" : "NO");
 }
 
@@ -156,7 +147,8 @@ bool drain_and_report(crosstown::runtime& rt) {
     std::printf("drain: INCOMPLETE - %llu queued, %llu running\n",
                 static_cast<unsigned long long>(report.queued),
                 static_cast<unsigned long long>(report.running));
-    for (const std::string& name : report.unfinished) std::printf("  unfinished: %s\n", name.c_str());
+    for (const std::string& name : report.unfinished)
+      std::printf("  unfinished: %s\n", name.c_str());
   }
   print_counters(rt.metrics());
   return report.complete && rt.metrics().unfinished() == 0;
@@ -176,20 +168,21 @@ int serve(const options& o) {
   crosstown::runtime rt({.threads = 4, .shutdown_timeout = std::chrono::seconds(1)});
   demo::phone_calls_app app(rt);
   net::io_context ioc;
-  demo::server server(ioc, rt, std::ref(app),
-                      {.port = o.port,
-                       .style = o.coroutine ? demo::session_style::coroutine
-                                            : demo::session_style::callback});
+  demo::server server(
+      ioc, rt, std::ref(app),
+      {.port = o.port,
+       .style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback});
   app.observe(&server);
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   stop_on_signal(signals, server);
   server.start();
-  std::printf("crosstown-demo serving on http://127.0.0.1:%u (%s sessions); Ctrl-C to stop\n"
-              "  curl -X POST 'http://127.0.0.1:%u/calls?n=100'\n"
-              "  curl http://127.0.0.1:%u/missing\n"
-              "  curl http://127.0.0.1:%u/metrics\n",
-              server.port(), o.coroutine ? "coroutine" : "callback", server.port(),
-              server.port(), server.port());
+  std::printf(
+      "crosstown-demo serving on http://127.0.0.1:%u (%s sessions); Ctrl-C to stop\n"
+      "  curl -X POST 'http://127.0.0.1:%u/calls?n=100'\n"
+      "  curl http://127.0.0.1:%u/missing\n"
+      "  curl http://127.0.0.1:%u/metrics\n",
+      server.port(), o.coroutine ? "coroutine" : "callback", server.port(), server.port(),
+      server.port());
   std::fflush(stdout);
   ioc.run();
   return drain_and_report(rt) ? 0 : 1;
@@ -211,8 +204,8 @@ double percentile(std::vector<double>& sorted, double p) {
 }
 
 // Measures "first task started" minus "last byte written" over n requests.
-void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::runtime& rt,
-                 int n, check& c) {
+void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::runtime& rt, int n,
+                 check& c) {
   constexpr int connections = 16;
   std::vector<std::thread> threads;
   for (int t = 0; t < connections; ++t) {
@@ -242,17 +235,16 @@ void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::run
   std::printf(
       "\nlast byte written -> first task started, %d requests on %d keep-alive connections:\n"
       "  median %.1f us   p99 %.1f us   max %.1f us   (started early: %d)\n",
-      n, connections, percentile(gaps_us, 0.5), percentile(gaps_us, 0.99), gaps_us.back(),
-      early);
+      n, connections, percentile(gaps_us, 0.5), percentile(gaps_us, 0.99), gaps_us.back(), early);
 }
 
 int run_client(const options& o) {
   crosstown::runtime rt({.threads = 4, .shutdown_timeout = std::chrono::seconds(1)});
   demo::phone_calls_app app(rt);
   net::io_context ioc;
-  demo::server server(ioc, rt, std::ref(app),
-                      {.style = o.coroutine ? demo::session_style::coroutine
-                                            : demo::session_style::callback});
+  demo::server server(
+      ioc, rt, std::ref(app),
+      {.style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback});
   app.observe(&server);
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   stop_on_signal(signals, server);
@@ -260,9 +252,10 @@ int run_client(const options& o) {
   std::thread io([&ioc] { ioc.run(); });
   const unsigned short port = server.port();
 
-  std::printf("crosstown-demo: server on 127.0.0.1:%u (%s sessions), client in the same "
-              "process\n\n",
-              port, o.coroutine ? "coroutine" : "callback");
+  std::printf(
+      "crosstown-demo: server on 127.0.0.1:%u (%s sessions), client in the same "
+      "process\n\n",
+      port, o.coroutine ? "coroutine" : "callback");
   check c;
   {
     client cl(port);
@@ -276,12 +269,14 @@ int run_client(const options& o) {
       c.require(wait_for([&] { return x->started.load() == 100; }), "100 calls started");
       const std::int64_t written = x->written->last_write_ns.load();
       std::printf("POST /calls?n=100  -> %d\n", res.result_int());
-      std::printf("  t=%9.3f ms  server: write of the response's last byte completed (%llu "
-                  "bytes)\n",
-                  ms_at(written), static_cast<unsigned long long>(x->written->bytes.load()));
-      std::printf("  t=%9.3f ms  client: has read the whole response (may precede the line "
-                  "above: the kernel hands the bytes over before the server's completion runs)\n",
-                  ms_at(received_ns));
+      std::printf(
+          "  t=%9.3f ms  server: write of the response's last byte completed (%llu "
+          "bytes)\n",
+          ms_at(written), static_cast<unsigned long long>(x->written->bytes.load()));
+      std::printf(
+          "  t=%9.3f ms  client: has read the whole response (may precede the line "
+          "above: the kernel hands the bytes over before the server's completion runs)\n",
+          ms_at(received_ns));
       std::printf("  t=%9.3f ms  first deferred call started (t+%.3f ms after the last byte)\n",
                   ms_at(x->first_task_ns.load()),
                   static_cast<double>(x->first_task_ns.load() - written) / 1e6);
@@ -297,13 +292,19 @@ int run_client(const options& o) {
     c.require(wait_for([&] { return settled(rt) && rt.metrics().registered > before.registered; }),
               "404 settled");
     const auto after = rt.metrics();
-    std::printf("GET /missing       -> %d   %llu deferred task skipped by status, %llu ran\n",
-                missing.result_int(),
-                static_cast<unsigned long long>(after.skipped_by_status - before.skipped_by_status),
-                static_cast<unsigned long long>(after.ran - before.ran));
-    c.require(missing.result_int() == 404 && after.ran == before.ran &&
-                  after.skipped_by_status == before.skipped_by_status + 1,
-              "404 skipped its task");
+    std::printf(
+        "GET /missing       -> %d   %llu deferred task skipped by status, %llu ran\n",
+        missing.result_int(),
+        static_cast<unsigned long long>(after.count(crosstown::task_state::skipped_by_status) -
+                                        before.count(crosstown::task_state::skipped_by_status)),
+        static_cast<unsigned long long>(after.count(crosstown::task_state::ran) -
+                                        before.count(crosstown::task_state::ran)));
+    c.require(
+        missing.result_int() == 404 &&
+            after.count(crosstown::task_state::ran) == before.count(crosstown::task_state::ran) &&
+            after.count(crosstown::task_state::skipped_by_status) ==
+                before.count(crosstown::task_state::skipped_by_status) + 1,
+        "404 skipped its task");
 
     // 3. POST /audit: 500, the `always` task runs, the default one is skipped.
     const auto audit = cl.send(http::verb::post, "/audit", "audit");
@@ -322,27 +323,29 @@ int run_client(const options& o) {
                        rt.metrics().registered == before_moved.registered + 2;
               }),
               "302: default task ran");
-    c.require(rt.metrics().skipped_by_status == before_moved.skipped_by_status + 1,
+    c.require(rt.metrics().count(crosstown::task_state::skipped_by_status) ==
+                  before_moved.count(crosstown::task_state::skipped_by_status) + 1,
               "302: custom no-go task skipped");
-    std::printf("GET /moved         -> %d   task with no-go \"5xx,400-405,302\" skipped; "
-                "default task ran\n",
-                moved.result_int());
+    std::printf(
+        "GET /moved         -> %d   task with no-go \"5xx,400-405,302\" skipped; "
+        "default task ran\n",
+        moved.result_int());
 
     // 5. GET /stream: chunked, written with a serializer.
     const auto stream = cl.send(http::verb::get, "/stream", "stream");
     auto sx = app.find("stream");
     c.require(sx && wait_for([&] { return sx->started.load() == 2; }), "stream tasks ran");
-    std::printf("GET /stream        -> %d   chunked %zu bytes; headers-phase and "
-                "response-phase tasks ran\n",
-                stream.result_int(), stream.body().size());
+    std::printf(
+        "GET /stream        -> %d   chunked %zu bytes; headers-phase and "
+        "response-phase tasks ran\n",
+        stream.result_int(), stream.body().size());
 
     // 6. A malformed request: 400, no deferred work.
     const auto before_bad = rt.metrics();
     client raw(port);
     const auto bad = raw.send_raw("GARBAGE / HTTP/1.1\r\nHost x\r\n\r\n");
     std::printf("malformed request  -> %d   tasks registered for it: %llu\n", bad.result_int(),
-                static_cast<unsigned long long>(rt.metrics().registered -
-                                                before_bad.registered));
+                static_cast<unsigned long long>(rt.metrics().registered - before_bad.registered));
     c.require(bad.result_int() == 400 && rt.metrics().registered == before_bad.registered,
               "malformed request: 400, nothing deferred");
 

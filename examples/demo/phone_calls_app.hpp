@@ -40,7 +40,7 @@ struct exchange {
   std::atomic<int> deferred{0};  ///< tasks the handler deferred
   std::shared_ptr<const write_record> written;
   std::atomic<std::int64_t> first_task_ns{0};  ///< steady-clock ns; 0: no task started
-  std::atomic<int> started{0};                  ///< tasks started
+  std::atomic<int> started{0};                 ///< tasks started
 
   void task_started() noexcept {
     std::int64_t unset = 0;
@@ -52,35 +52,7 @@ struct exchange {
 /// The runtime's counters (and the server's) in Prometheus text exposition format.
 inline std::string prometheus_text(const crosstown::metrics_snapshot& m, const server_stats& s) {
   std::ostringstream out;
-  out << "# HELP crosstown_tasks_registered_total Tasks deferred on response scopes.\n"
-         "# TYPE crosstown_tasks_registered_total counter\n"
-         "crosstown_tasks_registered_total "
-      << m.registered << "\n";
-  out << "# HELP crosstown_tasks_total Tasks by terminal state.\n"
-         "# TYPE crosstown_tasks_total counter\n";
-  const std::pair<const char*, std::uint64_t> states[] = {
-      {"ran", m.ran},
-      {"failed", m.failed},
-      {"skipped_by_status", m.skipped_by_status},
-      {"skipped_by_delivery", m.skipped_by_delivery},
-      {"cancelled", m.cancelled},
-      {"rejected_by_overflow", m.rejected_by_overflow},
-      {"dropped_at_shutdown", m.dropped_at_shutdown}};
-  for (const auto& [name, value] : states) {
-    out << "crosstown_tasks_total{state=\"" << name << "\"} " << value << "\n";
-  }
-  out << "# HELP crosstown_tasks_queued Tasks handed to an executor, not started.\n"
-         "# TYPE crosstown_tasks_queued gauge\n"
-         "crosstown_tasks_queued "
-      << m.queued << "\n"
-      << "# HELP crosstown_tasks_in_flight Tasks running now.\n"
-         "# TYPE crosstown_tasks_in_flight gauge\n"
-         "crosstown_tasks_in_flight "
-      << m.in_flight << "\n"
-      << "# HELP crosstown_pool_queue_depth Tasks waiting in the runtime's pool.\n"
-         "# TYPE crosstown_pool_queue_depth gauge\n"
-         "crosstown_pool_queue_depth "
-      << m.pool_queue_depth << "\n"
+  out << crosstown::to_prometheus(m)
       << "# HELP crosstown_demo_requests_total Requests handled.\n"
          "# TYPE crosstown_demo_requests_total counter\n"
          "crosstown_demo_requests_total "
@@ -119,28 +91,44 @@ class phone_calls_app {
           place_call(pause);
         });
       }
-      return finish(record, n, text_response(req, http::status::accepted,
-                                             "queued " + std::to_string(n) + " calls\n"));
+      return finish(
+          record, n,
+          text_response(req, http::status::accepted, "queued " + std::to_string(n) + " calls\n"));
     }
     if (req.method() == http::verb::post && path == "/audit") {
-      context.scope.defer([record] { if (record) record->task_started(); },
-                          {.always = true, .name = "audit"});
-      context.scope.defer([record] { if (record) record->task_started(); });
+      context.scope.defer(
+          [record] {
+            if (record) record->task_started();
+          },
+          {.always = true, .name = "audit"});
+      context.scope.defer([record] {
+        if (record) record->task_started();
+      });
       return finish(record, 2,
                     text_response(req, http::status::internal_server_error, "audit failed\n"));
     }
     if (path == "/moved") {
-      context.scope.defer([record] { if (record) record->task_started(); },
-                          {.no_go = "5xx,400-405,302"});
-      context.scope.defer([record] { if (record) record->task_started(); });
+      context.scope.defer(
+          [record] {
+            if (record) record->task_started();
+          },
+          {.no_go = "5xx,400-405,302"});
+      context.scope.defer([record] {
+        if (record) record->task_started();
+      });
       response_type res = text_response(req, http::status::found, "moved to /calls\n");
       res.set(http::field::location, "/calls");
       return finish(record, 2, std::move(res));
     }
     if (path == "/stream") {
-      context.scope.defer([record] { if (record) record->task_started(); },
-                          {.phase = crosstown::phase::headers_sent});
-      context.scope.defer([record] { if (record) record->task_started(); });
+      context.scope.defer(
+          [record] {
+            if (record) record->task_started();
+          },
+          {.phase = crosstown::task_phase::headers_sent});
+      context.scope.defer([record] {
+        if (record) record->task_started();
+      });
       response_type res = text_response(req, http::status::ok, std::string(64 * 1024, 's'));
       res.chunked(true);
       return finish(record, 2, std::move(res));
@@ -153,7 +141,11 @@ class phone_calls_app {
       return finish(record, 0, std::move(res));
     }
     // Deferred before the handler finds out there is nothing here: skipped by the 404.
-    context.scope.defer([record] { if (record) record->task_started(); }, {.name = "visit-log"});
+    context.scope.defer(
+        [record] {
+          if (record) record->task_started();
+        },
+        {.name = "visit-log"});
     return finish(record, 1, text_response(req, http::status::not_found, "not found\n"));
   }
 

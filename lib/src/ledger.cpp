@@ -71,9 +71,8 @@ void ledger::report_lost(const task_info& info, task_state state) noexcept {
 
 bool ledger::wait_idle(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock lock(idle_mutex_);
-  return detail::wait_until(idle_cv_, lock, deadline, [this] {
-    return active_.load(std::memory_order_acquire) == 0;
-  });
+  return detail::wait_until(idle_cv_, lock, deadline,
+                            [this] { return active_.load(std::memory_order_acquire) == 0; });
 }
 
 metrics_snapshot ledger::snapshot() const noexcept {
@@ -82,20 +81,13 @@ metrics_snapshot ledger::snapshot() const noexcept {
     for (const shard& s : shards_) total += (s.*member).load(std::memory_order_relaxed);
     return total;
   };
-  auto terminal = [this](task_state state) {
-    std::uint64_t total = 0;
-    for (const shard& s : shards_) total += s.terminal[slot(state)].load(std::memory_order_relaxed);
-    return total;
-  };
   metrics_snapshot m;
   m.registered = sum(&shard::registered);
-  m.ran = terminal(task_state::ran);
-  m.failed = terminal(task_state::failed);
-  m.skipped_by_status = terminal(task_state::skipped_by_status);
-  m.skipped_by_delivery = terminal(task_state::skipped_by_delivery);
-  m.cancelled = terminal(task_state::cancelled);
-  m.rejected_by_overflow = terminal(task_state::rejected_by_overflow);
-  m.dropped_at_shutdown = terminal(task_state::dropped_at_shutdown);
+  for (const shard& s : shards_) {
+    for (std::size_t i = 0; i < terminal_state_count; ++i) {
+      m.terminal_counts[i] += s.terminal[i].load(std::memory_order_relaxed);
+    }
+  }
   // A gauge read while tasks move may see a fall before the rise it follows: clamp at zero.
   auto gauge = [](std::uint64_t wrapped) {
     const auto value = static_cast<std::int64_t>(wrapped);

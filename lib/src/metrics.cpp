@@ -2,6 +2,9 @@
 
 #include <crosstown/defer_options.hpp>
 
+#include <sstream>
+#include <utility>
+
 namespace crosstown {
 
 std::string_view to_string(task_state state) noexcept {
@@ -22,24 +25,43 @@ std::string_view to_string(task_state state) noexcept {
 
 std::ostream& operator<<(std::ostream& out, task_state state) { return out << to_string(state); }
 
-std::string_view to_string(phase p) noexcept {
+std::string_view to_string(task_phase p) noexcept {
   switch (p) {
-    case phase::headers_sent: return "headers_sent";
-    case phase::response_sent: return "response_sent";
-    case phase::connection_closed: return "connection_closed";
+    case task_phase::headers_sent: return "headers_sent";
+    case task_phase::response_sent: return "response_sent";
+    case task_phase::connection_closed: return "connection_closed";
   }
   return "unknown";
 }
 
-std::ostream& operator<<(std::ostream& out, phase p) { return out << to_string(p); }
+std::ostream& operator<<(std::ostream& out, task_phase p) { return out << to_string(p); }
 
 std::ostream& operator<<(std::ostream& out, const metrics_snapshot& m) {
-  return out << "registered=" << m.registered << " ran=" << m.ran << " failed=" << m.failed
-             << " skipped_by_status=" << m.skipped_by_status
-             << " skipped_by_delivery=" << m.skipped_by_delivery << " cancelled=" << m.cancelled
-             << " rejected_by_overflow=" << m.rejected_by_overflow
-             << " dropped_at_shutdown=" << m.dropped_at_shutdown << " queued=" << m.queued
-             << " in_flight=" << m.in_flight << " pool_queue_depth=" << m.pool_queue_depth;
+  out << "registered=" << m.registered;
+  for (task_state state : terminal_states) out << ' ' << state << '=' << m.count(state);
+  return out << " queued=" << m.queued << " in_flight=" << m.in_flight
+             << " pool_queue_depth=" << m.pool_queue_depth;
+}
+
+std::string to_prometheus(const metrics_snapshot& m, std::string_view prefix) {
+  std::ostringstream out;
+  auto metric = [&](std::string_view name, std::string_view type, std::string_view help) {
+    out << "# HELP " << prefix << '_' << name << ' ' << help << "\n# TYPE " << prefix << '_' << name
+        << ' ' << type << '\n';
+  };
+  metric("tasks_registered_total", "counter", "Tasks deferred on response scopes.");
+  out << prefix << "_tasks_registered_total " << m.registered << '\n';
+  metric("tasks_total", "counter", "Tasks by terminal state.");
+  for (task_state state : terminal_states) {
+    out << prefix << "_tasks_total{state=\"" << state << "\"} " << m.count(state) << '\n';
+  }
+  metric("tasks_queued", "gauge", "Tasks handed to an executor, not started.");
+  out << prefix << "_tasks_queued " << m.queued << '\n';
+  metric("tasks_in_flight", "gauge", "Tasks running now.");
+  out << prefix << "_tasks_in_flight " << m.in_flight << '\n';
+  metric("pool_queue_depth", "gauge", "Tasks waiting in the runtime's pool.");
+  out << prefix << "_pool_queue_depth " << m.pool_queue_depth << '\n';
+  return std::move(out).str();
 }
 
 std::ostream& operator<<(std::ostream& out, const drain_report& r) {

@@ -15,13 +15,13 @@ namespace detail {
 
 void hand_off(runtime& rt, released_tasks&& tasks) noexcept {
   if (tasks.empty()) return;
-  rt.ledger().handed_off(tasks.size());
-  for (job& j : tasks.jobs) j.mark_handed_off();
+  rt.ledger({}).handed_off(tasks.size());
+  for (job& j : tasks.jobs) j.mark_handed_off({});
 
   auto execute = [](executor* target, job_batch&& batch) noexcept {
     try {
       // Injected: the executor refuses the batch, exactly as if `execute` had thrown.
-      if (CROSSTOWN_FAULT("hand_off.execute_throws")) throw std::runtime_error("injected fault");
+      if (fault::hit("hand_off.execute_throws")) throw std::runtime_error("injected fault");
       target->execute(std::move(batch));
     } catch (...) {
       // The batch was moved into the call: its jobs were destroyed, so counted as dropped and
@@ -53,17 +53,11 @@ void hand_off(runtime& rt, released_tasks&& tasks) noexcept {
 
 }  // namespace detail
 
-namespace {
-
-std::string status_text(int status) { return std::to_string(status); }
-
-}  // namespace
-
 response_scope::response_scope(runtime& rt)
-    : rt_(rt), connection_(nullptr), id_(rt.next_request_id()) {}
+    : rt_(rt), connection_(nullptr), id_(rt.next_request_id({})) {}
 
 response_scope::response_scope(connection_scope& connection)
-    : rt_(connection.owner()), connection_(&connection), id_(rt_.next_request_id()) {}
+    : rt_(connection.owner()), connection_(&connection), id_(rt_.next_request_id({})) {}
 
 response_scope::~response_scope() { end(); }
 
@@ -74,17 +68,17 @@ void response_scope::defer(task fn, defer_options options) {
   }
   executor* target =
       options.same_thread ? &same_thread_executor::instance() : options.executor.get();
-  add(std::move(fn), options.name, target, &options.no_go, options.phase,
-      options.always, options.require_delivery);
+  add(std::move(fn), options.name, target, &options.no_go, options.phase, options.always,
+      options.require_delivery);
 }
 
 void response_scope::defer(task fn) {
-  add(std::move(fn), {}, nullptr, nullptr, phase::response_sent, false, false);
+  add(std::move(fn), {}, nullptr, nullptr, task_phase::response_sent, false, false);
 }
 
 // `no_go` null: the default set.
 void response_scope::add(task&& fn, std::string_view name, executor* target,
-                         const status_set* no_go, enum phase phase, bool always,
+                         const status_set* no_go, task_phase phase, bool always,
                          bool require_delivery) {
   if (!fn) throw std::invalid_argument("crosstown::response_scope::defer: the task is empty");
   detail::task_name owned_name(name);  // may allocate: before anything changes
@@ -100,13 +94,13 @@ void response_scope::add(task&& fn, std::string_view name, executor* target,
     auto same = std::find_if(entries_.begin(), entries_.end(),
                              [&](const entry& p) { return p.name.view() == name; });
     if (same != entries_.end()) {
-      rt_.ledger().settled_pending(task_state::cancelled, info_of(*same));
+      rt_.ledger({}).settled_pending(task_state::cancelled, info_of(*same));
       entries_.erase(same);
     }
   }
-  entry& e = entries_.emplace_back(std::move(fn), std::move(owned_name), target, next_index_++,
-                                   set, phase, always, require_delivery);
-  rt_.ledger().registered();
+  entry& e = entries_.emplace_back(std::move(fn), std::move(owned_name), target, next_index_++, set,
+                                   phase, always, require_delivery);
+  rt_.ledger({}).registered();
   if (due_locked(e.phase)) {
     entry late = std::move(e);
     entries_.pop_back();
@@ -141,7 +135,7 @@ bool response_scope::cancel(std::string_view name) {
   auto it = std::find_if(entries_.begin(), entries_.end(),
                          [&](const entry& e) { return !e.name.empty() && e.name.view() == name; });
   if (it == entries_.end()) return false;
-  rt_.ledger().settled_pending(task_state::cancelled, info_of(*it));
+  rt_.ledger({}).settled_pending(task_state::cancelled, info_of(*it));
   entries_.erase(it);
   return true;
 }
@@ -149,13 +143,13 @@ bool response_scope::cancel(std::string_view name) {
 void response_scope::status_known(int status) {
   if (status < status_set::min_code || status > status_set::max_code) {
     throw std::invalid_argument("crosstown::response_scope::status_known: status " +
-                                status_text(status) + " is outside 100-999");
+                                std::to_string(status) + " is outside 100-999");
   }
   std::lock_guard lock(mutex_);
   check_open_locked("status_known");
   if (status_ != status && (headers_sent_ || delivery_ != delivery::pending)) {
-    throw std::logic_error("crosstown::response_scope::status_known(" + status_text(status) +
-                           ") after the status " + status_text(status_) +
+    throw std::logic_error("crosstown::response_scope::status_known(" + std::to_string(status) +
+                           ") after the status " + std::to_string(status_) +
                            " went out: the status can no longer change");
   }
   status_ = status;
@@ -238,30 +232,30 @@ void response_scope::check_open_locked(const char* event) const {
   }
 }
 
-bool response_scope::due_locked(enum phase p) const noexcept {
+bool response_scope::due_locked(task_phase p) const noexcept {
   switch (p) {
-    case phase::headers_sent: return headers_sent_ || delivery_ != delivery::pending || ended_;
-    case phase::response_sent: return delivery_ != delivery::pending || ended_;
-    case phase::connection_closed: return ended_;
+    case task_phase::headers_sent: return headers_sent_ || delivery_ != delivery::pending || ended_;
+    case task_phase::response_sent: return delivery_ != delivery::pending || ended_;
+    case task_phase::connection_closed: return ended_;
   }
   return false;
 }
 
 void response_scope::settle_or_release_locked(entry&& e) {
   if (!e.always && no_go_of(e).contains(status_)) {
-    rt_.ledger().settled_pending(task_state::skipped_by_status, info_of(e));
+    rt_.ledger({}).settled_pending(task_state::skipped_by_status, info_of(e));
     return;
   }
   const bool delivered =
-      e.phase == phase::headers_sent ? headers_sent_ : delivery_ == delivery::delivered;
+      e.phase == task_phase::headers_sent ? headers_sent_ : delivery_ == delivery::delivered;
   if (e.require_delivery && !delivered) {
-    rt_.ledger().settled_pending(task_state::skipped_by_delivery, info_of(e));
+    rt_.ledger({}).settled_pending(task_state::skipped_by_delivery, info_of(e));
     return;
   }
   executor* target = e.target != nullptr ? e.target : &rt_.pool();
   if (executor* redirect = rt_.redirected_to()) target = redirect;
-  job work(std::move(e.fn), id_, e.index, std::move(e.name), &rt_.ledger());
-  if (e.phase == phase::connection_closed && connection_ != nullptr) {
+  job work(std::move(e.fn), id_, e.index, std::move(e.name), &rt_.ledger({}), {});
+  if (e.phase == task_phase::connection_closed && connection_ != nullptr) {
     to_connection_.push_back(std::move(work), target);
   } else {
     outbox_.push_back(std::move(work), target);
@@ -311,8 +305,8 @@ std::vector<pending_task> response_scope::pending_tasks() const {
   std::vector<pending_task> out;
   out.reserve(entries_.size());
   for (const entry& e : entries_) {
-    out.push_back({e.index, std::string(e.name.view()), e.phase, no_go_of(e), e.always, e.require_delivery,
-                   e.target == &same_thread_executor::instance(), e.target});
+    out.push_back({e.index, std::string(e.name.view()), e.phase, no_go_of(e), e.always,
+                   e.require_delivery, e.target == &same_thread_executor::instance(), e.target});
   }
   return out;
 }

@@ -8,12 +8,10 @@ namespace crosstown {
 
 runtime::runtime(runtime_options options)
     : shutdown_timeout_(options.shutdown_timeout),
-      ledger_(std::make_unique<detail::ledger>(std::move(options.on_error),
-                                               std::move(options.on_lost),
-                                               std::move(options.on_settled))),
-      pool_(std::make_unique<thread_pool>(
-          thread_pool_options{options.threads, options.queue_capacity, options.overflow,
-                              options.worker_nice})) {}
+      ledger_(std::make_unique<detail::ledger>(
+          std::move(options.on_error), std::move(options.on_lost), std::move(options.on_settled))),
+      pool_(std::make_unique<thread_pool>(thread_pool_options{
+          options.threads, options.queue_capacity, options.overflow, options.worker_nice})) {}
 
 runtime::~runtime() {
   shutdown(shutdown_timeout_ ? clock::now() + *shutdown_timeout_ : clock::time_point::max());

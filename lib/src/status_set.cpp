@@ -65,26 +65,19 @@ namespace detail {
 std::string describe_spec_error(const spec_error& error, std::string_view spec) {
   const std::string_view part = spec.substr(error.detail_offset, error.detail_length);
   switch (error.errc) {
-    case spec_errc::empty_item:
-      return "empty item";
-    case spec_errc::whitespace_in_item:
-      return "whitespace inside an item";
+    case spec_errc::empty_item: return "empty item";
+    case spec_errc::whitespace_in_item: return "whitespace inside an item";
     case spec_errc::invalid_character:
       return "invalid character " + quoted_char(part.empty() ? '\0' : part.front());
-    case spec_errc::code_out_of_range:
-      return out_of_range_reason(part);
+    case spec_errc::code_out_of_range: return out_of_range_reason(part);
     case spec_errc::code_not_3_digits:
       return "code " + std::string(part) + " must be exactly 3 digits";
-    case spec_errc::wildcard_length:
-      return "wildcard must be 3 characters like \"5xx\"";
-    case spec_errc::wildcard_first_digit:
-      return "wildcard must start with a digit 1-9";
+    case spec_errc::wildcard_length: return "wildcard must be 3 characters like \"5xx\"";
+    case spec_errc::wildcard_first_digit: return "wildcard must start with a digit 1-9";
     case spec_errc::wildcard_shape:
       return "wildcard must be 1 or 2 digits followed by 'x', like \"5xx\" or \"40x\"";
-    case spec_errc::wildcard_in_range:
-      return "wildcards are not allowed in ranges";
-    case spec_errc::range_incomplete:
-      return "range must be two codes like \"400-405\"";
+    case spec_errc::wildcard_in_range: return "wildcards are not allowed in ranges";
+    case spec_errc::range_incomplete: return "range must be two codes like \"400-405\"";
     case spec_errc::range_reversed: {
       const std::size_t dash = part.find('-');
       return "range start " + std::string(part.substr(0, dash)) + " is greater than end " +
@@ -120,8 +113,8 @@ void throw_range_error(int first, int last) {
   } else if (!valid_code(last)) {
     reason = out_of_range_reason(std::to_string(last));
   } else {
-    reason = "range start " + std::to_string(first) + " is greater than end " +
-             std::to_string(last);
+    reason =
+        "range start " + std::to_string(first) + " is greater than end " + std::to_string(last);
   }
   throw status_spec_error(spec, spec, 0, 0, std::move(reason));
 }

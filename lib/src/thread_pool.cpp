@@ -9,10 +9,10 @@
 #endif
 
 #include <algorithm>
-#include <stdexcept>
-#include <string>
 #include <iterator>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace crosstown {
@@ -36,8 +36,8 @@ job_batch take_range(job_batch& from, std::size_t first, std::size_t last) {
 
 int checked_nice(int nice) {
   if (nice < 0 || nice > 19) {
-    throw std::invalid_argument("crosstown::thread_pool_options::nice is " +
-                                std::to_string(nice) + "; it must be in 0-19");
+    throw std::invalid_argument("crosstown::thread_pool_options::nice is " + std::to_string(nice) +
+                                "; it must be in 0-19");
   }
   return nice;
 }
@@ -104,7 +104,7 @@ void thread_pool::execute(job_batch batch) {
     if (room > 0) {
       const std::size_t n = std::min(room, remaining);
       job_batch part = (start == 0 && n == batch.size()) ? std::move(batch)
-                                                          : take_range(batch, start, start + n);
+                                                         : take_range(batch, start, start + n);
       start += n;
       queued_ += n;
       queue_.push_back(segment{std::move(part), 0});

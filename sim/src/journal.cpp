@@ -31,8 +31,8 @@ std::optional<std::string> first_divergence(const journal& first, const journal&
     const bool same = x[i].kind == y[i].kind && std::strcmp(x[i].what, y[i].what) == 0 &&
                       x[i].a == y[i].a && x[i].b == y[i].b && x[i].time_ns == y[i].time_ns;
     if (!same) {
-      return "record " + std::to_string(i) + ": first run " + x[i].describe() +
-             ", second run " + y[i].describe();
+      return "record " + std::to_string(i) + ": first run " + x[i].describe() + ", second run " +
+             y[i].describe();
     }
   }
   if (x.size() != y.size()) {

@@ -18,8 +18,8 @@ std::string_view to_string(strategy_kind k) noexcept {
 }
 
 std::optional<strategy_kind> parse_strategy(std::string_view text) noexcept {
-  for (auto k : {strategy_kind::fifo, strategy_kind::random, strategy_kind::pct,
-                 strategy_kind::replay}) {
+  for (auto k :
+       {strategy_kind::fifo, strategy_kind::random, strategy_kind::pct, strategy_kind::replay}) {
     if (text == to_string(k)) return k;
   }
   return std::nullopt;
@@ -121,8 +121,8 @@ class replay_strategy final : public scheduler::strategy {
     const std::uint32_t choice = schedule_[next_++];
     if (choice >= items.size()) {
       throw replay_divergence("replay: step " + std::to_string(step) + " recorded choice " +
-                              std::to_string(choice) + " but only " +
-                              std::to_string(items.size()) + " items are runnable");
+                              std::to_string(choice) + " but only " + std::to_string(items.size()) +
+                              " items are runnable");
     }
     return choice;
   }
@@ -134,8 +134,7 @@ class replay_strategy final : public scheduler::strategy {
 
 }  // namespace
 
-scheduler::scheduler(virtual_time& time, strategy_options options, std::uint64_t seed,
-                     journal* log)
+scheduler::scheduler(virtual_time& time, strategy_options options, std::uint64_t seed, journal* log)
     : time_(time), log_(log) {
   // The strategy's draws are journaled through decisions, not as draws: stream 1.
   rng r(seed, 1);

@@ -65,14 +65,15 @@ void sim_executor::take(std::uint32_t worker) {
   if (observer_ != nullptr) observer_->task_started(request, index, worker);
   j.run();
   const duration cost(costs_.between(options_.min_cost.count(), options_.max_cost.count()));
-  sched_.post_after(cost, item_name::lazy("worker {}: finish task {} of request {}", worker, index, request),
-                    options_.first_actor + worker, [this, worker, request, index, started] {
-                      if (observer_ != nullptr) {
-                        observer_->task_finished(request, index, worker, started);
-                      }
-                      busy_[worker] = false;
-                      dispatch();
-                    });
+  sched_.post_after(
+      cost, item_name::lazy("worker {}: finish task {} of request {}", worker, index, request),
+      options_.first_actor + worker, [this, worker, request, index, started] {
+        if (observer_ != nullptr) {
+          observer_->task_finished(request, index, worker, started);
+        }
+        busy_[worker] = false;
+        dispatch();
+      });
 }
 
 }  // namespace crosstown::sim

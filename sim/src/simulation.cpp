@@ -142,7 +142,7 @@ struct conn_state {
 struct planned_task {
   std::int32_t no_go = 0;  // index into no_go_choices(), or -1 for status_set::none()
   std::int64_t name = -1;  // "call-<name>", or -1: unnamed
-  enum phase phase = phase::response_sent;
+  task_phase phase = task_phase::response_sent;
   bool same_thread = false;
   bool always = false;
   bool require_delivery = false;
@@ -187,8 +187,7 @@ class world final : public transport_observer {
         pool_rng_(cfg.seed, 2, jl_),
         dice_(cfg.seed, s_.fault_run_rate, s_.fault_hit_rate, oracle_, jl_),
         pool_(sched_, pool_rng_,
-              {.workers = s_.workers,
-               .drop_every = cfg.planted == mutation::drop_job ? 13U : 0U},
+              {.workers = s_.workers, .drop_every = cfg.planted == mutation::drop_job ? 13U : 0U},
               &oracle_) {
     oracle_.set_time(&time_);
   }
@@ -292,8 +291,8 @@ class world final : public transport_observer {
       c->link = s_.link;
       c->link.latency += duration(lr.between(0, s_.max_extra_latency.count()));
       const std::uint64_t expected =
-          c->total * ((s_.min_header_bytes + s_.max_header_bytes + s_.min_body_bytes +
-                       s_.max_body_bytes) / 2);
+          c->total *
+          ((s_.min_header_bytes + s_.max_header_bytes + s_.min_body_bytes + s_.max_body_bytes) / 2);
       link_faults faults;
       if (lr.chance(s_.reset_rate)) faults.reset_at_byte = lr.below(expected + 1);
       if (lr.chance(s_.stall_rate)) {
@@ -315,8 +314,9 @@ class world final : public transport_observer {
                        c->id, [this, conn = c.get(), k] { on_arrival(*conn, k); });
       }
       if (half_close) {
-        sched_.post_at(at + c->link.latency + duration(1), item_name::lazy("conn {}: client half-closes", c->id),
-                       c->id, [this, conn = c.get()] {
+        sched_.post_at(at + c->link.latency + duration(1),
+                       item_name::lazy("conn {}: client half-closes", c->id), c->id,
+                       [this, conn = c.get()] {
                          conn->half_closed = true;
                          maybe_close(*conn);
                        });
@@ -372,18 +372,20 @@ class world final : public transport_observer {
       t.require_delivery = h.chance(s_.require_delivery_rate);
       if (h.chance(s_.named_rate)) t.name = static_cast<std::int64_t>(h.below(s_.distinct_names));
       if (h.chance(s_.headers_phase_rate)) {
-        t.phase = phase::headers_sent;
+        t.phase = task_phase::headers_sent;
       } else if (h.chance(s_.connection_phase_rate)) {
-        t.phase = phase::connection_closed;
+        t.phase = task_phase::connection_closed;
       }
       t.throws = h.chance(s_.throw_rate);
       r.planned.push_back(t);
     }
     r.status = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
-    r.header_bytes = static_cast<std::uint64_t>(
-        h.between(static_cast<std::int64_t>(s_.min_header_bytes), static_cast<std::int64_t>(s_.max_header_bytes)));
-    r.body_bytes = static_cast<std::uint64_t>(
-        h.between(static_cast<std::int64_t>(s_.min_body_bytes), static_cast<std::int64_t>(s_.max_body_bytes)));
+    r.header_bytes =
+        static_cast<std::uint64_t>(h.between(static_cast<std::int64_t>(s_.min_header_bytes),
+                                             static_cast<std::int64_t>(s_.max_header_bytes)));
+    r.body_bytes =
+        static_cast<std::uint64_t>(h.between(static_cast<std::int64_t>(s_.min_body_bytes),
+                                             static_cast<std::int64_t>(s_.max_body_bytes)));
   }
 
   void defer_planned(response_state& r, std::uint32_t upto) {
@@ -392,7 +394,8 @@ class world final : public transport_observer {
       const planned_task& p = r.planned[r.next_index];
       task_spec t;
       t.same_thread = p.same_thread;
-      t.no_go = p.no_go < 0 ? status_set::none() : no_go_choices()[static_cast<std::size_t>(p.no_go)];
+      t.no_go =
+          p.no_go < 0 ? status_set::none() : no_go_choices()[static_cast<std::size_t>(p.no_go)];
       t.always = p.always;
       t.require_delivery = p.require_delivery;
       if (p.name >= 0) t.name = "call-" + std::to_string(p.name);
@@ -449,7 +452,8 @@ class world final : public transport_observer {
     const int reported = cfg_.planted == mutation::status_200 ? 200 : r.status;
     if (h.chance(s_.status_change_rate)) {
       const int first = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
-      core_call(response_ctx(r), [&] { r.scope->status_known(cfg_.planted == mutation::status_200 ? 200 : first); });
+      core_call(response_ctx(r),
+                [&] { r.scope->status_known(cfg_.planted == mutation::status_200 ? 200 : first); });
     }
     core_call(response_ctx(r), [&] { r.scope->status_known(reported); });
     r.status_reported = true;
@@ -519,8 +523,8 @@ class world final : public transport_observer {
       close(c);
       return;
     }
-    sched_.post_after(s_.keep_alive_timeout, item_name::lazy("conn {}: idle timeout", c.id),
-                      c.id, [this, cp = &c] { close(*cp); });
+    sched_.post_after(s_.keep_alive_timeout, item_name::lazy("conn {}: idle timeout", c.id), c.id,
+                      [this, cp = &c] { close(*cp); });
   }
 
   void close(conn_state& c) {

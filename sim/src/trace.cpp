@@ -45,7 +45,8 @@ boost::json::object thread_name(int pid, std::int64_t tid, const std::string& na
 
 std::string chrome_trace_json(const std::vector<event>& events) {
   boost::json::array out;
-  for (auto [pid, name] : {std::pair{server_pid, "server"}, std::pair{pool_pid, "simulated pool"}}) {
+  for (auto [pid, name] :
+       {std::pair{server_pid, "server"}, std::pair{pool_pid, "simulated pool"}}) {
     boost::json::object o = base("M", "process_name", pid, 0, 0);
     o["args"] = boost::json::object{{"name", name}};
     out.push_back(std::move(o));
@@ -61,10 +62,10 @@ std::string chrome_trace_json(const std::vector<event>& events) {
       case event_kind::scope_ended: {
         auto it = open.find(e.request);
         if (it == open.end()) break;
-        boost::json::object o =
-            base("X", "request " + std::to_string(e.request) + " -> " +
-                          std::to_string(it->second.second),
-                 server_pid, e.conn, it->second.first);
+        boost::json::object o = base(
+            "X",
+            "request " + std::to_string(e.request) + " -> " + std::to_string(it->second.second),
+            server_pid, e.conn, it->second.first);
         o["dur"] = micros(e.time_ns - it->second.first);
         o["cat"] = "request";
         out.push_back(std::move(o));
@@ -72,16 +73,16 @@ std::string chrome_trace_json(const std::vector<event>& events) {
         break;
       }
       case event_kind::bytes_accepted: {
-        boost::json::object o = base("X", std::to_string(e.value) + " bytes", server_pid, e.conn,
-                                     e.time_ns - e.value2);
+        boost::json::object o =
+            base("X", std::to_string(e.value) + " bytes", server_pid, e.conn, e.time_ns - e.value2);
         o["dur"] = micros(e.value2);
         o["cat"] = "bytes";
         out.push_back(std::move(o));
         break;
       }
       case event_kind::task_finished: {
-        const std::string name = "task " + std::to_string(e.task) + " of request " +
-                                 std::to_string(e.request);
+        const std::string name =
+            "task " + std::to_string(e.task) + " of request " + std::to_string(e.request);
         if (e.value < 0) {
           boost::json::object o = base("i", name + " (same thread)", server_pid, e.conn, e.time_ns);
           o["s"] = "t";
@@ -105,7 +106,8 @@ std::string chrome_trace_json(const std::vector<event>& events) {
       case event_kind::connection_closed:
       case event_kind::fault_fired:
       case event_kind::healed: {
-        boost::json::object o = base("i", std::string(to_string(e.kind)), server_pid, e.conn, e.time_ns);
+        boost::json::object o =
+            base("i", std::string(to_string(e.kind)), server_pid, e.conn, e.time_ns);
         o["s"] = e.conn == 0 ? "g" : "t";
         out.push_back(std::move(o));
         break;
@@ -113,8 +115,10 @@ std::string chrome_trace_json(const std::vector<event>& events) {
       default: break;
     }
   }
-  for (std::uint32_t c : conns) out.push_back(thread_name(server_pid, c, "connection " + std::to_string(c)));
-  for (std::int64_t w : workers) out.push_back(thread_name(pool_pid, w, "worker " + std::to_string(w)));
+  for (std::uint32_t c : conns)
+    out.push_back(thread_name(server_pid, c, "connection " + std::to_string(c)));
+  for (std::int64_t w : workers)
+    out.push_back(thread_name(pool_pid, w, "worker " + std::to_string(w)));
   boost::json::object root;
   root["traceEvents"] = std::move(out);
   root["displayTimeUnit"] = "ns";

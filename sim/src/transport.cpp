@@ -19,8 +19,8 @@ connection::connection(std::uint32_t id, scheduler& sched, rng& draws, link_opti
 }
 
 void connection::note(const char* what, std::uint64_t a, std::uint64_t b) {
-  if (log_ != nullptr) log_->add(journal_kind::transport, what, id_ * 0x100000000ULL + a, b,
-                                 sched_.time().now_ns());
+  if (log_ != nullptr)
+    log_->add(journal_kind::transport, what, id_ * 0x100000000ULL + a, b, sched_.time().now_ns());
 }
 
 void connection::async_write(std::uint64_t bytes, write_handler done) {
@@ -67,8 +67,8 @@ void connection::do_write() {
   }
   chunk_in_flight_ = true;
   sched_.post_after(duration(static_cast<std::int64_t>(chunk * link_.ns_per_byte)),
-                    item_name::lazy("conn {}: accept {} bytes", id_, chunk),
-                    id_, [this, chunk, then_reset] { on_chunk(chunk, then_reset); });
+                    item_name::lazy("conn {}: accept {} bytes", id_, chunk), id_,
+                    [this, chunk, then_reset] { on_chunk(chunk, then_reset); });
 }
 
 void connection::on_chunk(std::uint64_t bytes, bool then_reset) {

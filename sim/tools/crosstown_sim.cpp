@@ -14,8 +14,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -152,7 +152,8 @@ options parse(int argc, char** argv) {
     } else if (arg == "--strategy") {
       const std::string v = next();
       const auto k = parse_strategy(v);
-      if (!k) throw bad_argument{"--strategy: unknown strategy '" + v + "' (fifo, random, pct, replay)"};
+      if (!k)
+        throw bad_argument{"--strategy: unknown strategy '" + v + "' (fifo, random, pct, replay)"};
       o.strategy.kind = *k;
       if (*k != strategy_kind::replay) keep(v);
     } else if (arg == "--pct-depth") {
@@ -254,8 +255,7 @@ int main(int argc, char** argv) {
   const std::uint64_t step = std::max<std::uint64_t>(1, opt.runs / (tty ? 100 : 10));
 
   std::cout << "crosstown-sim: scenario " << w.name << ", strategy " << to_string(cfg.strategy.kind)
-            << ", seeds " << opt.seed << ".." << opt.seed + opt.runs - 1
-            << (crosstown::fault::compiled_in() ? "" : " (fault sites compiled out)") << "\n";
+            << ", seeds " << opt.seed << ".." << opt.seed + opt.runs - 1 << "\n";
 
   crosstown::metrics_snapshot total{};
   std::uint64_t requests = 0, determinism_checks = 0;
@@ -281,14 +281,7 @@ int main(int argc, char** argv) {
     ++runs_done;
     requests += r.requests;
     const auto& m = r.metrics;
-    total.registered += m.registered;
-    total.ran += m.ran;
-    total.failed += m.failed;
-    total.skipped_by_status += m.skipped_by_status;
-    total.skipped_by_delivery += m.skipped_by_delivery;
-    total.cancelled += m.cancelled;
-    total.rejected_by_overflow += m.rejected_by_overflow;
-    total.dropped_at_shutdown += m.dropped_at_shutdown;
+    total += m;
     for (const auto& [site, c] : r.faults) {
       faults[site].hits += c.hits;
       faults[site].fired += c.fired;
@@ -296,7 +289,8 @@ int main(int argc, char** argv) {
     last_schedule = r.schedule;
     if (progress && (i + 1) % step == 0) {
       std::fprintf(stderr, tty ? "\r  run %llu/%llu" : "  run %llu/%llu\n",
-                   static_cast<unsigned long long>(i + 1), static_cast<unsigned long long>(opt.runs));
+                   static_cast<unsigned long long>(i + 1),
+                   static_cast<unsigned long long>(opt.runs));
       std::fflush(stderr);
     }
     if (!r.ok()) {
@@ -310,26 +304,28 @@ int main(int argc, char** argv) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   auto row = [](const char* name, auto value) {
-    std::cout << "  " << name << std::string(24 - std::string_view(name).size(), ' ') << value << "\n";
+    std::cout << "  " << name << std::string(24 - std::string_view(name).size(), ' ') << value
+              << "\n";
   };
   row("runs", runs_done);
   row("simulated requests", requests);
   row("tasks registered", total.registered);
-  for (auto [name, v] : {std::pair{"  ran", total.ran}, std::pair{"  failed (threw)", total.failed},
-                         std::pair{"  skipped_by_status", total.skipped_by_status},
-                         std::pair{"  skipped_by_delivery", total.skipped_by_delivery},
-                         std::pair{"  cancelled", total.cancelled},
-                         std::pair{"  rejected_by_overflow", total.rejected_by_overflow},
-                         std::pair{"  dropped (faults)", total.dropped_at_shutdown}}) {
-    row(name, v);
+  for (crosstown::task_state state : crosstown::terminal_states) {
+    // Jobs dropped in a simulation were dropped by an injected fault, not by a shutdown.
+    const std::string name = state == crosstown::task_state::dropped_at_shutdown
+                                 ? std::string("  dropped (faults)")
+                                 : "  " + std::string(to_string(state));
+    row(name.c_str(), total.count(state));
   }
   for (const auto& [site, c] : faults) {
-    row("fault site", site + ": fired " + std::to_string(c.fired) + " of " + std::to_string(c.hits) + " hits");
+    row("fault site",
+        site + ": fired " + std::to_string(c.fired) + " of " + std::to_string(c.hits) + " hits");
   }
   row("determinism checks", determinism_checks);
   row("violations", failed ? 1 : 0);
   char rate[64];
-  std::snprintf(rate, sizeof rate, "%.0f", seconds > 0 ? static_cast<double>(requests) / seconds : 0.0);
+  std::snprintf(rate, sizeof rate, "%.0f",
+                seconds > 0 ? static_cast<double>(requests) / seconds : 0.0);
   char wall[64];
   std::snprintf(wall, sizeof wall, "%.2f s", seconds);
   row("wall time", wall);
@@ -351,9 +347,11 @@ int main(int argc, char** argv) {
   }
   if (!opt.save_schedule_file.empty()) {
     std::string text;
-    for (std::uint32_t d : (failed ? failed->schedule : last_schedule)) text += std::to_string(d) + "\n";
+    for (std::uint32_t d : (failed ? failed->schedule : last_schedule))
+      text += std::to_string(d) + "\n";
     if (!write_file(opt.save_schedule_file, text)) {
-      std::cerr << "crosstown-sim: --save-schedule: cannot write '" << opt.save_schedule_file << "'\n";
+      std::cerr << "crosstown-sim: --save-schedule: cannot write '" << opt.save_schedule_file
+                << "'\n";
       return 2;
     }
   }
@@ -366,7 +364,8 @@ int main(int argc, char** argv) {
     std::cout << "replay:\n  crosstown-sim --scenario " << w.name;
     for (const std::string& a : opt.replay_args) std::cout << ' ' << a;
     std::cout << " --seed " << failed->seed << " --runs 1";
-    if (cfg.strategy.kind == strategy_kind::replay) std::cout << " --strategy replay --schedule " << opt.schedule_file;
+    if (cfg.strategy.kind == strategy_kind::replay)
+      std::cout << " --strategy replay --schedule " << opt.schedule_file;
     std::cout << "\n";
     return 1;
   }

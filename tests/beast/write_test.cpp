@@ -89,16 +89,14 @@ TEST_F(BeastWriteTest, FailedWriteReportsDeliveryFailedWithTheError) {
   server_.close();
   auto res = hello(http::status::ok);
   boost::beast::error_code result;
-  crosstown::beast::async_write_response(server_, res, scope,
-                                         [&](boost::beast::error_code ec, std::size_t) {
-                                           result = ec;
-                                         });
+  crosstown::beast::async_write_response(
+      server_, res, scope, [&](boost::beast::error_code ec, std::size_t) { result = ec; });
   ioc_.run();
   EXPECT_TRUE(result);
   EXPECT_EQ(scope.delivery_state(), crosstown::delivery::failed);
   EXPECT_EQ(scope.failure_reason(), result.message());
   EXPECT_FALSE(ran);
-  EXPECT_EQ(rt_.metrics().skipped_by_delivery, 1u);
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_delivery), 1u);
 }
 
 TEST_F(BeastWriteTest, SerializerReportsHeadersThenResponseSent) {
@@ -106,7 +104,7 @@ TEST_F(BeastWriteTest, SerializerReportsHeadersThenResponseSent) {
   std::vector<std::string> ran;
   scope.defer([&] { ran.push_back("response"); }, {.executor = here_});
   scope.defer([&] { ran.push_back("headers"); },
-              {.executor = here_, .phase = crosstown::phase::headers_sent});
+              {.executor = here_, .phase = crosstown::task_phase::headers_sent});
   auto res = hello(http::status::ok);
   res.chunked(true);
   http::response_serializer<http::string_body> sr(res);
@@ -114,10 +112,9 @@ TEST_F(BeastWriteTest, SerializerReportsHeadersThenResponseSent) {
       server_, sr, scope, [&](boost::beast::error_code ec, std::size_t) {
         ASSERT_FALSE(ec);
         EXPECT_EQ(ran, std::vector<std::string>{"headers"});
-        crosstown::beast::async_write_body(server_, sr, scope,
-                                           [&](boost::beast::error_code ec2, std::size_t) {
-                                             EXPECT_FALSE(ec2);
-                                           });
+        crosstown::beast::async_write_body(
+            server_, sr, scope,
+            [&](boost::beast::error_code ec2, std::size_t) { EXPECT_FALSE(ec2); });
       });
   ioc_.run();
   EXPECT_EQ(ran, (std::vector<std::string>{"headers", "response"}));

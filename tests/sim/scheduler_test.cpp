@@ -89,8 +89,8 @@ TEST(Scheduler, PctFindsAPlantedOrderingBugThatFifoMisses) {
   }
   EXPECT_EQ(fifo_hits, 0);
   EXPECT_GT(pct_hits, 0) << "PCT with depth 2 must find the bug within 200 seeds";
-  std::printf("planted ordering bug: PCT(d=2) found it in %d of 200 seeds, FIFO in %d\n",
-              pct_hits, fifo_hits);
+  std::printf("planted ordering bug: PCT(d=2) found it in %d of 200 seeds, FIFO in %d\n", pct_hits,
+              fifo_hits);
 }
 
 TEST(Scheduler, StepCapNamesTheItemThatNeverFinishes) {

@@ -35,7 +35,8 @@ TEST(Trace, ChromeTraceJsonHasTheTraceEventShape) {
   for (const boost::json::value& v : events) {
     const boost::json::object& e = v.as_object();
     for (const char* field : {"ph", "ts", "pid", "tid", "name"}) {
-      EXPECT_TRUE(e.contains(field)) << "missing \"" << field << "\" in " << boost::json::serialize(e);
+      EXPECT_TRUE(e.contains(field))
+          << "missing \"" << field << "\" in " << boost::json::serialize(e);
     }
     EXPECT_TRUE(e.at("ph").is_string());
     EXPECT_TRUE(e.at("name").is_string());

@@ -28,9 +28,7 @@ using ::testing::ElementsAre;
 TEST(VirtualClock, AdvanceFiresEachTimerAtItsOwnDeadlineInOrder) {
   virtual_time t;
   std::vector<std::pair<std::string, std::int64_t>> fired;
-  auto note = [&](std::string name) {
-    return [&, name] { fired.emplace_back(name, t.now_ns()); };
-  };
+  auto note = [&](std::string name) { return [&, name] { fired.emplace_back(name, t.now_ns()); }; };
   t.call_after(30us, note("c"));
   t.call_after(10us, note("a"));
   t.call_after(20us, note("b1"));

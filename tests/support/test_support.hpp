@@ -102,8 +102,7 @@ struct lost_task {
   crosstown::task_state state;
   friend bool operator==(const lost_task&, const lost_task&) = default;
   friend std::ostream& operator<<(std::ostream& out, const lost_task& t) {
-    return out << t.name << " (request " << t.request_id << ", task " << t.index << ") "
-               << t.state;
+    return out << t.name << " (request " << t.request_id << ", task " << t.index << ") " << t.state;
   }
 };
 

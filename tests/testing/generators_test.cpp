@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>  // needs gtest.h first
 
-namespace gen = crosstown::testing::gen;
+namespace gen = crosstown::testkit::gen;
 
 RC_GTEST_PROP(Generators, StatusCodesAreInRange, ()) {
   const int code = *gen::status_code();
@@ -23,7 +23,7 @@ RC_GTEST_PROP(Generators, InvalidItemsAreRejectedOnTheirOwn, ()) {
 }
 
 RC_GTEST_PROP(Generators, InvalidSpecsNameTheirBadItem, ()) {
-  const crosstown::testing::invalid_spec bad = *gen::invalid_spec_value();
+  const crosstown::testkit::invalid_spec bad = *gen::invalid_spec_value();
   try {
     (void)crosstown::status_set::parse(bad.spec);
     RC_FAIL("accepted " + bad.spec);
@@ -34,7 +34,7 @@ RC_GTEST_PROP(Generators, InvalidSpecsNameTheirBadItem, ()) {
 }
 
 RC_GTEST_PROP(Generators, LifecyclesThatDeliverSentTheirHeaders, ()) {
-  const crosstown::testing::lifecycle l = *gen::lifecycle_value();
+  const crosstown::testkit::lifecycle l = *gen::lifecycle_value();
   RC_ASSERT(l.status >= 100 && l.status <= 999);
-  RC_ASSERT(l.outcome != crosstown::testing::lifecycle::delivered || l.headers_sent);
+  RC_ASSERT(l.outcome != crosstown::testkit::lifecycle::delivered || l.headers_sent);
 }

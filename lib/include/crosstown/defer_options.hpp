@@ -28,14 +28,14 @@
 namespace crosstown {
 
 /// The lifecycle event a task waits for.
-enum class phase : std::uint8_t {
+enum class task_phase : std::uint8_t {
   headers_sent,       ///< the status line and headers were accepted by the transport
   response_sent,      ///< the last byte of the response was accepted by the transport (default)
   connection_closed,  ///< the connection that carried the response closed
 };
 
-std::string_view to_string(phase p) noexcept;
-std::ostream& operator<<(std::ostream& out, phase p);
+std::string_view to_string(task_phase p) noexcept;
+std::ostream& operator<<(std::ostream& out, task_phase p);
 
 /// What `defer` does when no response scope is bound to the calling thread.
 enum class unbound_policy : std::uint8_t {
@@ -55,7 +55,7 @@ struct defer_options {
   /// Optional name: replaces a pending task of the same name; cancellable by name.
   std::string name{};
   /// The event the task waits for.
-  enum phase phase = phase::response_sent;
+  task_phase phase = task_phase::response_sent;
   /// Skip the task when the response was not delivered.
   bool require_delivery = false;
   /// Only for the free `crosstown::defer`: what to do when no scope is bound.

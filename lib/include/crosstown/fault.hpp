@@ -1,28 +1,14 @@
-// crosstown/fault.hpp - fault sites: places in library code where a test may inject a failure.
+// crosstown/fault.hpp - the seam through which a test injects failures into the core.
 //
-// `CROSSTOWN_FAULT("site")` is a boolean expression. When fault sites are compiled in
-// (`CROSSTOWN_FAULTS_ENABLED` is 1, set by the CMake option `CROSSTOWN_FAULTS`, default ON
-// except for Release/MinSizeRel builds) it asks the injector installed on the calling thread
-// whether this hit of `site` should fail; with no injector installed it is `false` and costs a
-// thread-local load. When compiled out it is the constant `false`, so the failure branch is
-// dead code and release builds pay nothing.
-//
-// The library itself never installs an injector. The simulator (crosstown::sim) installs one
-// per run with `fault::scoped_injector`, decides from the run's seed which sites are armed and
-// how often they fire, and counts the hits. A site must only guard a failure path that the
-// library already handles (an executor that throws, a full queue): injecting it tests that
-// handling, never invents a new failure mode.
-//
-// The per-thread injector pointer is the one global this facility needs: sites sit deep in
-// code that has no handle to a test harness. It is thread-local, so simulations running on
-// different threads do not see each other's injectors.
+// The core asks `fault::hit("site")` at each place where it already handles a failure (today
+// one: an executor whose `execute` throws). With no injector installed on the calling thread
+// the answer is `false`, for the cost of one thread-local load per hand-off. The library never
+// installs one; the simulator installs one per run (`scoped_injector`), decides from the
+// run's seed which sites fire, and counts the hits. Thread-local, so simulations on different
+// threads do not see each other's injectors.
 #pragma once
 
 #include <string_view>
-
-#ifndef CROSSTOWN_FAULTS_ENABLED
-#define CROSSTOWN_FAULTS_ENABLED 0
-#endif
 
 namespace crosstown::fault {
 
@@ -32,11 +18,6 @@ class injector {
   virtual ~injector() = default;
   /// True if this hit of `site` must fail.
   virtual bool should_fail(std::string_view site) noexcept = 0;
-
- protected:
-  injector() = default;
-  injector(const injector&) = default;
-  injector& operator=(const injector&) = default;
 };
 
 /// The injector installed on the calling thread, or null.
@@ -45,16 +26,13 @@ inline injector*& current() noexcept {
   return installed;
 }
 
-/// True if fault sites were compiled into this build.
-constexpr bool compiled_in() noexcept { return CROSSTOWN_FAULTS_ENABLED != 0; }
-
-/// Asks the calling thread's injector, if any, about a hit of `site`.
+/// True if the calling thread's injector says this hit of `site` fails.
 inline bool hit(std::string_view site) noexcept {
   injector* inj = current();
   return inj != nullptr && inj->should_fail(site);
 }
 
-/// Installs an injector on the calling thread for the scope's lifetime (restores the previous).
+/// Installs an injector on the calling thread for its lifetime (restores the previous one).
 class scoped_injector {
  public:
   explicit scoped_injector(injector& inj) noexcept : previous_(current()) { current() = &inj; }
@@ -67,10 +45,3 @@ class scoped_injector {
 };
 
 }  // namespace crosstown::fault
-
-#if CROSSTOWN_FAULTS_ENABLED
-/// True when the injected fault at `site` should fire now (see crosstown/fault.hpp).
-#define CROSSTOWN_FAULT(site) (::crosstown::fault::hit(site))
-#else
-#define CROSSTOWN_FAULT(site) false
-#endif

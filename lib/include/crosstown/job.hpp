@@ -14,6 +14,7 @@
 // thread-safe; `run()` is noexcept. The runtime that released a job must outlive it.
 #pragma once
 
+#include <crosstown/detail/core_key.hpp>
 #include <crosstown/detail/task_name.hpp>
 #include <crosstown/metrics.hpp>
 #include <crosstown/task.hpp>
@@ -56,8 +57,9 @@ struct task_failure {
 class job {
  public:
   job() noexcept = default;
+  /// Internal: only a response scope makes a job that counts.
   job(task&& fn, std::uint64_t request_id, std::uint32_t index, detail::task_name&& name,
-      detail::ledger* ledger) noexcept
+      detail::ledger* ledger, detail::core_key) noexcept
       : fn_(std::move(fn)),
         name_(std::move(name)),
         request_id_(request_id),
@@ -87,7 +89,7 @@ class job {
   void drop() noexcept;
 
   /// Internal, called by the hand-off: the job now counts as queued.
-  void mark_handed_off() noexcept { handed_off_ = true; }
+  void mark_handed_off(detail::core_key) noexcept { handed_off_ = true; }
 
   task_info info() const noexcept { return {request_id_, index_, name_.view()}; }
   /// True once the job has reached a terminal state (or was moved from).

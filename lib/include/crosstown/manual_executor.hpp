@@ -42,8 +42,8 @@ class manual_executor final : public executor {
 
  private:
   mutable std::mutex mutex_;
-  std::deque<job> queue_;      // guarded by mutex_
-  std::size_t handoffs_ = 0;   // guarded by mutex_
+  std::deque<job> queue_;     // guarded by mutex_
+  std::size_t handoffs_ = 0;  // guarded by mutex_
 };
 
 }  // namespace crosstown

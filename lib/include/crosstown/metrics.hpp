@@ -10,6 +10,8 @@
 // figures may be a few tasks apart; after `runtime::drain` returns complete they add up.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -18,7 +20,7 @@
 
 namespace crosstown {
 
-/// Where a task is in its life. The last seven are terminal.
+/// Where a task is in its life. `ran` and every state after it are terminal.
 enum class task_state : std::uint8_t {
   pending,               ///< registered, waiting for its phase
   queued,                ///< handed to an executor, not started
@@ -36,37 +38,87 @@ enum class task_state : std::uint8_t {
 std::string_view to_string(task_state state) noexcept;
 std::ostream& operator<<(std::ostream& out, task_state state);
 
-/// True for the seven terminal states.
-constexpr bool is_terminal(task_state state) noexcept {
-  return state >= task_state::ran;
-}
+/// The last state of the enumeration. A new terminal state is added to `task_state` (before
+/// this line, after `ran`) and to `to_string`; every count, report and exposition derives
+/// from the enumeration.
+inline constexpr task_state last_task_state = task_state::dropped_at_shutdown;
+
+/// True for the terminal states (`ran` and after).
+constexpr bool is_terminal(task_state state) noexcept { return state >= task_state::ran; }
+
+/// How many terminal states there are.
+inline constexpr std::size_t terminal_state_count =
+    static_cast<std::size_t>(last_task_state) - static_cast<std::size_t>(task_state::ran) + 1;
+
+/// The terminal states, in enumeration order.
+inline constexpr std::array<task_state, terminal_state_count> terminal_states = [] {
+  std::array<task_state, terminal_state_count> out{};
+  for (std::size_t i = 0; i < terminal_state_count; ++i) {
+    out[i] = static_cast<task_state>(static_cast<std::size_t>(task_state::ran) + i);
+  }
+  return out;
+}();
 
 /// The runtime's counters at one moment.
 struct metrics_snapshot {
   std::uint64_t registered = 0;  ///< tasks deferred on scopes of this runtime
-  std::uint64_t ran = 0;
-  std::uint64_t failed = 0;
-  std::uint64_t skipped_by_status = 0;
-  std::uint64_t skipped_by_delivery = 0;
-  std::uint64_t cancelled = 0;
-  std::uint64_t rejected_by_overflow = 0;
-  std::uint64_t dropped_at_shutdown = 0;
-  std::uint64_t queued = 0;     ///< handed to an executor, not started (gauge)
-  std::uint64_t in_flight = 0;  ///< running now (gauge)
+  /// Tasks that reached each terminal state, indexed as `terminal_states`; read with `count`.
+  std::array<std::uint64_t, terminal_state_count> terminal_counts{};
+  std::uint64_t queued = 0;            ///< handed to an executor, not started (gauge)
+  std::uint64_t in_flight = 0;         ///< running now (gauge)
   std::uint64_t pool_queue_depth = 0;  ///< tasks waiting in the runtime's own pool (gauge)
 
-  /// Sum of the seven terminal counters.
+  /// Tasks now in `state`: the counter of a terminal state; for `queued` and `running` the
+  /// gauges; for `pending`, the tasks registered and neither queued, running nor terminal.
+  constexpr std::uint64_t count(task_state state) const noexcept {
+    if (is_terminal(state)) return terminal_counts[terminal_slot(state)];
+    if (state == task_state::queued) return queued;
+    if (state == task_state::running) return in_flight;
+    const std::uint64_t moving = queued + in_flight;
+    return unfinished() > moving ? unfinished() - moving : 0;
+  }
+  /// The counter of a terminal state, writable (for tools that sum snapshots).
+  constexpr std::uint64_t& terminal_count(task_state state) noexcept {
+    return terminal_counts[terminal_slot(state)];
+  }
+  /// Sum of the terminal counters.
   constexpr std::uint64_t terminal() const noexcept {
-    return ran + failed + skipped_by_status + skipped_by_delivery + cancelled +
-           rejected_by_overflow + dropped_at_shutdown;
+    std::uint64_t total = 0;
+    for (std::uint64_t n : terminal_counts) total += n;
+    return total;
   }
   /// Tasks registered but not yet in a terminal state (pending in scopes, queued or running).
   constexpr std::uint64_t unfinished() const noexcept { return registered - terminal(); }
 
+  /// Adds another snapshot's counters and gauges (for summing runs or runtimes).
+  constexpr metrics_snapshot& operator+=(const metrics_snapshot& other) noexcept {
+    registered += other.registered;
+    for (std::size_t i = 0; i < terminal_state_count; ++i) {
+      terminal_counts[i] += other.terminal_counts[i];
+    }
+    queued += other.queued;
+    in_flight += other.in_flight;
+    pool_queue_depth += other.pool_queue_depth;
+    return *this;
+  }
+
+  /// Index of a terminal state in `terminal_counts`.
+  static constexpr std::size_t terminal_slot(task_state state) noexcept {
+    return static_cast<std::size_t>(state) - static_cast<std::size_t>(task_state::ran);
+  }
+
   friend bool operator==(const metrics_snapshot&, const metrics_snapshot&) = default;
 };
 
+/// `registered=5 ran=3 failed=0 ... queued=1 in_flight=1 pool_queue_depth=1`: every counter
+/// and gauge, terminal states in enumeration order.
 std::ostream& operator<<(std::ostream& out, const metrics_snapshot& m);
+
+/// The snapshot in Prometheus text exposition format (0.0.4): `<prefix>_tasks_registered_total`,
+/// `<prefix>_tasks_total{state="..."}` for each terminal state, and the gauges
+/// `<prefix>_tasks_queued`, `<prefix>_tasks_in_flight`, `<prefix>_pool_queue_depth`, each with
+/// its HELP and TYPE lines.
+std::string to_prometheus(const metrics_snapshot& m, std::string_view prefix = "crosstown");
 
 /// What `drain` or `shutdown` found when it returned.
 struct drain_report {

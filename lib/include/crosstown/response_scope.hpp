@@ -64,7 +64,7 @@ class connection_scope;
 struct pending_task {
   std::uint32_t index;  ///< registration index within the scope
   std::string name;
-  enum phase phase;
+  task_phase phase;
   status_set no_go;
   bool always;
   bool require_delivery;
@@ -146,7 +146,7 @@ class response_scope {
     executor* target;  // null: the runtime's pool
     std::uint32_t index;
     std::uint16_t no_go;  // 0: the default set; n: no_go_sets_[n - 1]
-    enum phase phase;
+    task_phase phase;
     bool always;
     bool require_delivery;
   };
@@ -156,10 +156,10 @@ class response_scope {
   task_info info_of(const entry& e) const noexcept;
   const status_set& no_go_of(const entry& e) const noexcept;
   void add(task&& fn, std::string_view name, executor* target, const status_set* no_go,
-           enum phase phase, bool always, bool require_delivery);
+           task_phase phase, bool always, bool require_delivery);
   // The number `entry::no_go` holds for `set`, adding it to no_go_sets_ if it is new.
   std::uint16_t intern_locked(const status_set& set);
-  bool due_locked(enum phase p) const noexcept;
+  bool due_locked(task_phase p) const noexcept;
   // Judges a due entry: settles it if skipped, else queues it for hand-off.
   void settle_or_release_locked(entry&& e);
   void release_due_locked();
@@ -172,19 +172,19 @@ class response_scope {
   const std::uint64_t id_;
 
   mutable std::mutex mutex_;
-  std::condition_variable handoff_done_;           // dispatching_ became false
-  std::vector<entry> entries_;                     // pending tasks; guarded by mutex_
-  std::vector<status_set> no_go_sets_;             // distinct non-default sets; mutex_
-  detail::released_tasks outbox_;                  // allowed, not yet handed over; mutex_
-  detail::released_tasks to_connection_;           // mutex_
-  std::string failure_reason_;                     // guarded by mutex_
-  std::uint32_t next_index_ = 0;                   // guarded by mutex_
-  int status_ = 0;                                 // 0: unknown; guarded by mutex_
-  delivery delivery_ = delivery::pending;          // guarded by mutex_
-  bool headers_sent_ = false;                      // guarded by mutex_
-  bool ended_ = false;                             // guarded by mutex_
-  bool dispatching_ = false;                       // a thread is handing over; mutex_
-  std::thread::id dispatcher_;                     // that thread; guarded by mutex_
+  std::condition_variable handoff_done_;   // dispatching_ became false
+  std::vector<entry> entries_;             // pending tasks; guarded by mutex_
+  std::vector<status_set> no_go_sets_;     // distinct non-default sets; mutex_
+  detail::released_tasks outbox_;          // allowed, not yet handed over; mutex_
+  detail::released_tasks to_connection_;   // mutex_
+  std::string failure_reason_;             // guarded by mutex_
+  std::uint32_t next_index_ = 0;           // guarded by mutex_
+  int status_ = 0;                         // 0: unknown; guarded by mutex_
+  delivery delivery_ = delivery::pending;  // guarded by mutex_
+  bool headers_sent_ = false;              // guarded by mutex_
+  bool ended_ = false;                     // guarded by mutex_
+  bool dispatching_ = false;               // a thread is handing over; mutex_
+  std::thread::id dispatcher_;             // that thread; guarded by mutex_
 };
 
 /// A keep-alive connection: holds the connection-phase tasks of its ended responses until it
@@ -215,7 +215,7 @@ class connection_scope {
   runtime& rt_;
   mutable std::mutex mutex_;
   detail::released_tasks held_;  // guarded by mutex_
-  bool closed_ = false;                      // guarded by mutex_
+  bool closed_ = false;          // guarded by mutex_
 };
 
 }  // namespace crosstown

@@ -18,6 +18,7 @@
 // executors holding this runtime's tasks must be destroyed before it.
 #pragma once
 
+#include <crosstown/detail/core_key.hpp>
 #include <crosstown/executor.hpp>
 #include <crosstown/metrics.hpp>
 #include <crosstown/thread_pool.hpp>
@@ -85,17 +86,17 @@ class runtime {
   /// whatever its options name (`same_thread` included) - e.g. an inline executor to run
   /// deferred work synchronously in a test, or a manual one to step it. The status and
   /// delivery rules still apply. An empty ref restores normal routing. Thread-safe; tasks
-  /// already handed over are not moved. See crosstown::testing for RAII wrappers.
+  /// already handed over are not moved. See crosstown::testkit for RAII wrappers.
   void redirect_all_to(executor_ref target) noexcept {
     redirect_.store(target.get(), std::memory_order_release);
   }
   /// The current redirection, or null.
   executor* redirected_to() const noexcept { return redirect_.load(std::memory_order_acquire); }
 
-  /// Internal: the accounting shared with jobs. Not API.
-  detail::ledger& ledger() noexcept { return *ledger_; }
-  /// Internal: next request id. Not API.
-  std::uint64_t next_request_id() noexcept {
+  /// Internal: the accounting shared with jobs (callable by crosstown's scopes only).
+  detail::ledger& ledger(detail::core_key) noexcept { return *ledger_; }
+  /// Internal: next request id (callable by crosstown's scopes only).
+  std::uint64_t next_request_id(detail::core_key) noexcept {
     return next_request_id_.fetch_add(1, std::memory_order_relaxed);
   }
 

@@ -56,8 +56,8 @@ class status_spec_error : public std::invalid_argument {
  public:
   /// Builds the message `invalid status spec "<spec>": item <index> "<item>" at offset
   /// <offset>: <reason>`.
-  status_spec_error(std::string spec, std::string item, std::size_t item_index,
-                    std::size_t offset, std::string reason);
+  status_spec_error(std::string spec, std::string item, std::size_t item_index, std::size_t offset,
+                    std::string reason);
 
   /// The whole spec text that failed to parse.
   const std::string& spec() const noexcept;

@@ -26,19 +26,18 @@ class task {
 
   /// True when a callable of type `F` is stored inline (no heap allocation).
   template <class F>
-  static constexpr bool stored_inline = sizeof(F) <= inline_capacity &&
-                                        alignof(F) <= alignof(std::max_align_t) &&
-                                        std::is_nothrow_move_constructible_v<F>;
+  static constexpr bool stored_inline =
+      sizeof(F) <= inline_capacity &&
+      alignof(F) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<F>;
 
   /// An empty task.
   task() noexcept = default;
 
   /// Wraps any callable invocable as `void()` on an lvalue of its decayed type.
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, task> &&
-             std::is_invocable_v<std::decay_t<F>&> &&
-             std::is_constructible_v<std::decay_t<F>, F>)
-  task(F&& fn) {  // NOLINT(google-explicit-constructor): a closure *is* a task
+  requires(!std::is_same_v<std::remove_cvref_t<F>, task> && std::is_invocable_v<std::decay_t<F>&> &&
+           std::is_constructible_v<std::decay_t<F>, F>)
+      task(F&& fn) {  // NOLINT(google-explicit-constructor): a closure *is* a task
     using stored = std::decay_t<F>;
     if constexpr (stored_inline<stored>) {
       ::new (static_cast<void*>(storage_)) stored(std::forward<F>(fn));

@@ -24,9 +24,9 @@
 #include <crosstown/executor.hpp>
 #include <crosstown/metrics.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <atomic>
 #include <cstddef>
 #include <deque>
 #include <memory>
@@ -92,9 +92,9 @@ class thread_pool final : public executor {
   // taken under `mutex` can name the unfinished jobs without a lock per job.
   struct worker_slot {
     std::mutex mutex;
-    job_batch chunk;                       // resized under mutex
-    std::atomic<std::size_t> next{0};      // first job of chunk not finished
-    std::atomic<bool> abandon{false};      // set at a shutdown deadline
+    job_batch chunk;                   // resized under mutex
+    std::atomic<std::size_t> next{0};  // first job of chunk not finished
+    std::atomic<bool> abandon{false};  // set at a shutdown deadline
   };
 
   void work(worker_slot& slot);
@@ -117,7 +117,7 @@ class thread_pool final : public executor {
   std::vector<std::unique_ptr<worker_slot>> slots_;
   std::vector<std::thread> workers_;  // grows only under mutex_ while accepting_
   std::once_flag joined_;
-  drain_report shutdown_report_;     // written once under joined_
+  drain_report shutdown_report_;  // written once under joined_
 };
 
 }  // namespace crosstown

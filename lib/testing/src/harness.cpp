@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <stdexcept>
 
-namespace crosstown::testing {
+namespace crosstown::testkit {
 
 void PrintTo(const task_record& r, std::ostream* out) {
   *out << "{" << task_info{r.request_id, r.index, r.name}.describe() << ": " << r.state
-       << ", status " << r.status << (r.after_response ? ", after the response" : ", BEFORE the response")
-       << "}";
+       << ", status " << r.status
+       << (r.after_response ? ", after the response" : ", BEFORE the response") << "}";
 }
 
 harness::harness()
@@ -16,7 +16,8 @@ harness::harness()
           .threads = 1,
           .on_error = [](const task_failure&) {},  // recorded as `failed` in history()
           .on_lost = [](const task_info&, task_state) {},
-          .on_settled = [this](const task_info& info, task_state state) { on_settled(info, state); },
+          .on_settled = [this](const task_info& info,
+                               task_state state) { on_settled(info, state); },
       })),
       connection_(std::make_unique<connection_scope>(*rt_)) {
   rt_->redirect_all_to(recorder_);
@@ -36,7 +37,7 @@ response_scope& harness::begin_request() {
 }
 
 response_scope& harness::scope() {
-  if (!scope_) throw std::logic_error("crosstown::testing::harness: no request; call() first");
+  if (!scope_) throw std::logic_error("crosstown::testkit::harness: no request; call() first");
   return *scope_;
 }
 
@@ -47,7 +48,6 @@ std::vector<pending_task> harness::deferred() const {
 void harness::respond(int status) {
   response_scope& s = scope();
   s.status_known(status);
-  completing_ = s.id();
   s.headers_sent();
   s.response_sent();
   fill_status();
@@ -56,14 +56,12 @@ void harness::respond(int status) {
 void harness::fail_delivery(int status, std::string_view reason) {
   response_scope& s = scope();
   s.status_known(status);
-  completing_ = s.id();
   s.delivery_failed(reason);
   fill_status();
 }
 
 void harness::end_request() {
   if (!scope_) return;
-  completing_ = scope_->id();
   scope_->end();
   fill_status();
 }
@@ -132,8 +130,9 @@ const task_record* harness::find(std::string_view name) const {
 }
 
 std::size_t harness::ran() const {
-  return static_cast<std::size_t>(std::count_if(
-      history_.begin(), history_.end(), [](const task_record& r) { return r.state == task_state::ran; }));
+  return static_cast<std::size_t>(
+      std::count_if(history_.begin(), history_.end(),
+                    [](const task_record& r) { return r.state == task_state::ran; }));
 }
 
-}  // namespace crosstown::testing
+}  // namespace crosstown::testkit

@@ -64,7 +64,7 @@ class ledger {
 
  private:
   static constexpr std::size_t slot(task_state s) noexcept {
-    return static_cast<std::size_t>(s) - static_cast<std::size_t>(task_state::ran);
+    return metrics_snapshot::terminal_slot(s);
   }
   static void add(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
@@ -77,7 +77,7 @@ class ledger {
 
   struct alignas(64) shard {
     std::atomic<std::uint64_t> registered{0};
-    std::array<std::atomic<std::uint64_t>, 7> terminal{};
+    std::array<std::atomic<std::uint64_t>, terminal_state_count> terminal{};
     std::atomic<std::uint64_t> queued{0};     // wraps per shard; the sum is the gauge
     std::atomic<std::uint64_t> in_flight{0};  // likewise
   };

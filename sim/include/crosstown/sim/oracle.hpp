@@ -95,7 +95,7 @@ struct core_context {
 
 /// What the handler asked for when it deferred a task.
 struct task_spec {
-  enum phase phase = phase::response_sent;
+  task_phase phase = task_phase::response_sent;
   status_set no_go = status_set::default_no_go();
   bool always = false;
   bool require_delivery = false;
@@ -135,7 +135,10 @@ class oracle {
     fault_in_context_ = false;
     ++core_epoch_;
   }
-  void end_core() noexcept { context_ = {}; fault_in_context_ = false; }
+  void end_core() noexcept {
+    context_ = {};
+    fault_in_context_ = false;
+  }
 
   // --- executors, tasks and runtime hooks ---
   void task_released(const task_info& info);
@@ -197,8 +200,8 @@ class oracle {
   void violate(const char* invariant, std::string message);
   response_rec* find(std::uint64_t request) noexcept;
   const response_rec* find(std::uint64_t request) const noexcept;
-  bool phase_reached(const response_rec& r, enum phase p) const;
-  bool delivered_for(const response_rec& r, enum phase p) const;
+  bool phase_reached(const response_rec& r, task_phase p) const;
+  bool delivered_for(const response_rec& r, task_phase p) const;
   bool skipped_by_status(const response_rec& r, const task_rec& t) const;
   std::string who(std::uint64_t request, std::uint32_t index) const;
   // Checks common to a release and a same-thread start.

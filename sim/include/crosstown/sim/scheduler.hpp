@@ -27,15 +27,11 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <functional>
 #include <memory>
-#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -100,8 +96,8 @@ using work = crosstown::task;
 
 struct run_outcome {
   std::uint64_t steps = 0;
-  bool capped = false;     ///< stopped by the step cap
-  bool time_limit = false; ///< stopped by the virtual-time limit
+  bool capped = false;      ///< stopped by the step cap
+  bool time_limit = false;  ///< stopped by the virtual-time limit
   /// With `capped`: the names of the items still runnable, most-run first.
   std::vector<std::string> live;
 };

@@ -54,10 +54,10 @@ std::optional<mutation> parse_mutation(std::string_view text) noexcept;
 struct scenario {
   std::string name = "phone-calls";
   std::uint32_t connections = 4;
-  std::uint32_t requests = 16;       ///< per run, spread round-robin over the connections
-  std::uint32_t min_tasks = 0;       ///< per request
+  std::uint32_t requests = 16;  ///< per run, spread round-robin over the connections
+  std::uint32_t min_tasks = 0;  ///< per request
   std::uint32_t max_tasks = 8;
-  bool pipelined = false;            ///< all requests of a connection sent at once
+  bool pipelined = false;  ///< all requests of a connection sent at once
   std::vector<int> statuses{200, 200, 200, 201, 204, 302, 400, 404, 500, 503};
   double same_thread_rate = 0.25;
   double always_rate = 0.1;
@@ -68,7 +68,7 @@ struct scenario {
   double headers_phase_rate = 0.1;
   double connection_phase_rate = 0.1;
   double throw_rate = 0.02;
-  double status_change_rate = 0.1;   ///< the handler reports a status, then another
+  double status_change_rate = 0.1;  ///< the handler reports a status, then another
   std::uint64_t min_header_bytes = 80, max_header_bytes = 400;
   std::uint64_t min_body_bytes = 1, max_body_bytes = 4000;
   duration max_think{std::chrono::microseconds(300)};  ///< handler step delay
@@ -76,13 +76,13 @@ struct scenario {
   duration keep_alive_timeout{std::chrono::milliseconds(5)};
   link_options link{};
   duration max_extra_latency{std::chrono::microseconds(500)};
-  double reset_rate = 0.05;          ///< per connection
-  double stall_rate = 0.05;          ///< per connection
-  double stall_forever_rate = 0.3;   ///< of stalls: until the network heals
+  double reset_rate = 0.05;         ///< per connection
+  double stall_rate = 0.05;         ///< per connection
+  double stall_forever_rate = 0.3;  ///< of stalls: until the network heals
   duration max_stall{std::chrono::milliseconds(5)};
-  double half_close_rate = 0.3;      ///< per connection: client half-closes after its last request
-  double fault_run_rate = 0.2;       ///< level 1: a run arms the core's fault sites
-  double fault_hit_rate = 0.05;      ///< level 2: an armed site fires on a hit
+  double half_close_rate = 0.3;  ///< per connection: client half-closes after its last request
+  double fault_run_rate = 0.2;   ///< level 1: a run arms the core's fault sites
+  double fault_hit_rate = 0.05;  ///< level 2: an armed site fires on a hit
   std::uint32_t workers = 4;
 };
 
@@ -100,8 +100,8 @@ struct run_config {
   duration fault_horizon{std::chrono::seconds(1)};
   /// After healing, every allowed task must have run within this much virtual time.
   duration liveness_budget{std::chrono::seconds(10)};
-  bool defer_tasks = true;     ///< false: the handler draws the same choices but defers nothing
-  bool keep_journal = false;   ///< keep journal records (for naming a divergence)
+  bool defer_tasks = true;    ///< false: the handler draws the same choices but defers nothing
+  bool keep_journal = false;  ///< keep journal records (for naming a divergence)
   bool keep_trace = true;
 };
 
@@ -117,10 +117,10 @@ struct run_result {
   std::string story;               ///< the events leading to it
   std::uint64_t requests = 0;
   std::uint64_t steps = 0;
-  std::int64_t end_ns = 0;         ///< virtual time at the end of the run
+  std::int64_t end_ns = 0;  ///< virtual time at the end of the run
   metrics_snapshot metrics{};
   std::map<std::string, fault_counts> faults;
-  std::uint64_t digest = 0;        ///< of the journal (I8)
+  std::uint64_t digest = 0;  ///< of the journal (I8)
   journal log{};
   std::vector<std::uint32_t> schedule;  ///< every scheduling decision (for replay)
   std::vector<event> trace;
@@ -133,8 +133,8 @@ struct run_result {
 run_result run_once(const run_config& config);
 
 struct check_options {
-  bool no_drag = true;      ///< I7: rerun without deferred work and compare completion times
-  bool determinism = false; ///< I8: rerun identically and compare journals
+  bool no_drag = true;       ///< I7: rerun without deferred work and compare completion times
+  bool determinism = false;  ///< I8: rerun identically and compare journals
 };
 
 /// `run_once` plus the cross-run checks.

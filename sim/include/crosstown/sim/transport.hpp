@@ -39,7 +39,7 @@ struct link_options {
 struct link_faults {
   std::optional<std::uint64_t> reset_at_byte{};  ///< reset once this many bytes were accepted
   std::optional<std::uint64_t> stall_at_byte{};  ///< client stops reading after this many bytes
-  duration stall_for{0};                       ///< zero: stalled until healed
+  duration stall_for{0};                         ///< zero: stalled until healed
 };
 
 /// Receives what the transport does, for traces and the oracle.
@@ -59,8 +59,8 @@ class connection {
  public:
   using write_handler = std::function<void(bool delivered)>;
 
-  connection(std::uint32_t id, scheduler& sched, rng& draws, link_options link,
-             link_faults faults, journal* log = nullptr, transport_observer* observer = nullptr);
+  connection(std::uint32_t id, scheduler& sched, rng& draws, link_options link, link_faults faults,
+             journal* log = nullptr, transport_observer* observer = nullptr);
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
 
@@ -100,16 +100,16 @@ class connection {
   std::uint64_t remaining_ = 0;  // of the write in progress
   write_handler done_;
   bool chunk_in_flight_ = false;
-  bool blocked_ = false;          // waiting for window space
+  bool blocked_ = false;  // waiting for window space
   bool reset_ = false;
   bool stalled_ = false;
   bool stall_used_ = false;
   bool read_scheduled_ = false;
-  std::uint64_t accepted_ = 0;    // bytes accepted by the transport
-  std::uint64_t unread_ = 0;      // accepted, not yet read by the client
-  std::uint64_t arrived_ = 0;     // at the client, not yet read
-  std::uint64_t read_ = 0;        // read by the client
-  std::uint64_t stall_epoch_ = 0; // invalidates a pending "stall over" timer after heal
+  std::uint64_t accepted_ = 0;     // bytes accepted by the transport
+  std::uint64_t unread_ = 0;       // accepted, not yet read by the client
+  std::uint64_t arrived_ = 0;      // at the client, not yet read
+  std::uint64_t read_ = 0;         // read by the client
+  std::uint64_t stall_epoch_ = 0;  // invalidates a pending "stall over" timer after heal
 };
 
 }  // namespace crosstown::sim

@@ -69,7 +69,9 @@ class virtual_time {
 
   /// Calls `fn` when virtual time reaches `deadline` (at once on the next advance if past).
   timer_id call_at(time_point deadline, std::function<void()> fn);
-  timer_id call_after(duration d, std::function<void()> fn) { return call_at(now_ + d, std::move(fn)); }
+  timer_id call_after(duration d, std::function<void()> fn) {
+    return call_at(now_ + d, std::move(fn));
+  }
   /// Cancels a timer that has not fired. False if it fired or was cancelled already.
   bool cancel(timer_id id);
 

@@ -195,8 +195,7 @@ auto async_write_response(AsyncWriteStream& stream, http::response<Body, Fields>
   scope.status_known(response.result_int());
   using message = http::response<Body, Fields>;
   return boost::asio::async_compose<CompletionToken, void(error_code, std::size_t)>(
-      detail::write_message_op<AsyncWriteStream, message>{stream, response, scope},
-      token, stream);
+      detail::write_message_op<AsyncWriteStream, message>{stream, response, scope}, token, stream);
 }
 
 /// Writes a type-erased response like `beast::async_write(stream, std::move(generator),
@@ -211,8 +210,8 @@ auto async_write_response(AsyncWriteStream& stream, http::message_generator gene
         "message_generator with crosstown::beast::make_generator(scope, std::move(response))");
   }
   return boost::asio::async_compose<CompletionToken, void(error_code, std::size_t)>(
-      detail::write_generator_op<AsyncWriteStream>{stream, std::move(generator), scope},
-      token, stream);
+      detail::write_generator_op<AsyncWriteStream>{stream, std::move(generator), scope}, token,
+      stream);
 }
 
 /// Writes the status line and headers like `http::async_write_header(stream, sr, token)`,
@@ -223,8 +222,7 @@ auto async_write_header(AsyncWriteStream& stream, http::response_serializer<Body
   detail::report_status(scope, sr);
   using serializer = http::response_serializer<Body, Fields>;
   return boost::asio::async_compose<CompletionToken, void(error_code, std::size_t)>(
-      detail::write_header_op<AsyncWriteStream, serializer>{stream, sr, scope},
-      token, stream);
+      detail::write_header_op<AsyncWriteStream, serializer>{stream, sr, scope}, token, stream);
 }
 
 /// Writes what is left of a serializer's message like `http::async_write(stream, sr, token)`.
@@ -236,8 +234,7 @@ auto async_write_body(AsyncWriteStream& stream, http::response_serializer<Body, 
   detail::report_status(scope, sr);
   using serializer = http::response_serializer<Body, Fields>;
   return boost::asio::async_compose<CompletionToken, void(error_code, std::size_t)>(
-      detail::write_body_op<AsyncWriteStream, serializer>{stream, sr, scope},
-      token, stream);
+      detail::write_body_op<AsyncWriteStream, serializer>{stream, sr, scope}, token, stream);
 }
 
 }  // namespace crosstown::beast

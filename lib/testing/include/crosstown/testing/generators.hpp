@@ -3,7 +3,7 @@
 // For application authors' own properties, and crosstown's:
 //
 //     rc::check("my handler never runs mail tasks on 4xx", [] {
-//       const auto life = *crosstown::testing::gen::lifecycle_value();
+//       const auto life = *crosstown::testkit::gen::lifecycle_value();
 //       ...
 //     });
 //
@@ -22,12 +22,12 @@
 #include <utility>
 #include <vector>
 
-namespace crosstown::testing {
+namespace crosstown::testkit {
 
 /// How far a simulated response got, and how it ended.
 struct lifecycle {
-  int status = 200;              ///< 100-999
-  bool headers_sent = true;      ///< headers reported before the outcome
+  int status = 200;          ///< 100-999
+  bool headers_sent = true;  ///< headers reported before the outcome
   enum outcome_kind { delivered, failed, ended_silently } outcome = delivered;
 
   friend std::ostream& operator<<(std::ostream& out, const lifecycle& l) {
@@ -54,8 +54,8 @@ namespace gen {
 /// Any valid status code, 100-999, biased towards the common classes.
 inline rc::Gen<int> status_code() {
   return rc::gen::weightedOneOf<int>({
-      {4, rc::gen::element(200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 409,
-                           422, 429, 500, 502, 503, 504)},
+      {4, rc::gen::element(200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 409, 422,
+                           429, 500, 502, 503, 504)},
       {1, rc::gen::inRange(100, 1000)},
   });
 }
@@ -90,15 +90,16 @@ inline rc::Gen<std::string> valid_spec() {
 
 /// A non-empty status set, built from a valid spec.
 inline rc::Gen<status_set> status_set_value() {
-  return rc::gen::map(valid_spec(), [](const std::string& spec) { return status_set::parse(spec); });
+  return rc::gen::map(valid_spec(),
+                      [](const std::string& spec) { return status_set::parse(spec); });
 }
 
 /// One malformed item (never valid on its own).
 inline rc::Gen<std::string> invalid_item() {
   return rc::gen::oneOf(
-      rc::gen::element<std::string>("", "6xxx", "abc", "5xz", "4 xx", "4\txx", "xxx", "0xx",
-                                    "4x5", "0404", "042", "4xx-5xx", "400-", "-400", "1-2",
-                                    "40X5", "4XZ", "5XXX"),
+      rc::gen::element<std::string>("", "6xxx", "abc", "5xz", "4 xx", "4\txx", "xxx", "0xx", "4x5",
+                                    "0404", "042", "4xx-5xx", "400-", "-400", "1-2", "40X5", "4XZ",
+                                    "5XXX"),
       rc::gen::map(rc::gen::inRange(0, 100), [](int c) { return std::to_string(c); }),
       rc::gen::map(rc::gen::inRange(1000, 100000), [](int c) { return std::to_string(c); }),
       rc::gen::exec([] {
@@ -134,8 +135,9 @@ inline rc::Gen<defer_options> options() {
         {{3, rc::gen::just(status_set::default_no_go())}, {1, status_set_value()}});
     o.always = *rc::gen::weightedElement<bool>({{4, false}, {1, true}});
     o.name = *rc::gen::weightedElement<std::string>({{4, ""}, {1, "a"}, {1, "b"}});
-    o.phase = *rc::gen::weightedElement<phase>(
-        {{4, phase::response_sent}, {1, phase::headers_sent}, {1, phase::connection_closed}});
+    o.phase = *rc::gen::weightedElement<task_phase>({{4, task_phase::response_sent},
+                                                     {1, task_phase::headers_sent},
+                                                     {1, task_phase::connection_closed}});
     o.require_delivery = *rc::gen::weightedElement<bool>({{4, false}, {1, true}});
     return o;
   });
@@ -147,12 +149,12 @@ inline rc::Gen<lifecycle> lifecycle_value() {
     lifecycle l;
     l.status = *status_code();
     l.headers_sent = *rc::gen::arbitrary<bool>();
-    l.outcome = *rc::gen::element(lifecycle::delivered, lifecycle::failed,
-                                  lifecycle::ended_silently);
+    l.outcome =
+        *rc::gen::element(lifecycle::delivered, lifecycle::failed, lifecycle::ended_silently);
     if (l.outcome == lifecycle::delivered) l.headers_sent = true;
     return l;
   });
 }
 
 }  // namespace gen
-}  // namespace crosstown::testing
+}  // namespace crosstown::testkit

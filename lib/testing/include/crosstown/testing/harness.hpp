@@ -1,6 +1,6 @@
 // crosstown/testing/harness.hpp - test a handler's deferred work without threads or sockets.
 //
-//     crosstown::testing::harness h;
+//     crosstown::testkit::harness h;
 //     int status = h.call([&] { return handle_calls(request); });  // scope bound for the call
 //     EXPECT_THAT(h.deferred(), SizeIs(100));                     // registered, none ran
 //     h.respond(status);                                           // headers + last byte
@@ -42,7 +42,7 @@
 #include <utility>
 #include <vector>
 
-namespace crosstown::testing {
+namespace crosstown::testkit {
 
 /// What became of one task, as the harness saw it.
 struct task_record {
@@ -162,7 +162,6 @@ class harness {
   std::vector<std::pair<std::uint64_t, int>> responded_;  // request id, final status
   // Tasks handed over after their response completed: (request id, index).
   std::vector<std::pair<std::uint64_t, std::uint32_t>> released_after_;
-  std::uint64_t completing_ = 0;  // request whose completion is being reported
   boost::asio::io_context io_;
   manual_executor manual_;
   release_recorder recorder_{*this};
@@ -171,4 +170,4 @@ class harness {
   std::unique_ptr<response_scope> scope_;
 };
 
-}  // namespace crosstown::testing
+}  // namespace crosstown::testkit

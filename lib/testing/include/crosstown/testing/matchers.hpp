@@ -23,12 +23,12 @@ namespace crosstown {
 
 inline void PrintTo(const pending_task& t, std::ostream* out) {
   *out << "{task " << t.index << (t.name.empty() ? "" : " \"" + t.name + "\"") << ", waits for "
-       << t.phase << ", no_go \"" << t.no_go.to_string() << "\""
-       << (t.always ? ", always" : "") << (t.require_delivery ? ", require_delivery" : "")
-       << (t.same_thread ? ", same_thread" : "") << "}";
+       << t.phase << ", no_go \"" << t.no_go.to_string() << "\"" << (t.always ? ", always" : "")
+       << (t.require_delivery ? ", require_delivery" : "") << (t.same_thread ? ", same_thread" : "")
+       << "}";
 }
 
-namespace testing {
+namespace testkit {
 
 /// The task ran (returned normally) after its response was sent or had failed.
 MATCHER(RanAfterResponse, negation ? "did not run after its response" : "ran after its response") {
@@ -49,21 +49,24 @@ MATCHER(SkippedByDelivery, negation ? "was not skipped by delivery" : "was skipp
 
 /// The task reached `state`.
 MATCHER_P(EndedAs, state,
-          std::string(negation ? "did not end" : "ended") + " as " + std::string(to_string(state))) {
+          std::string(negation ? "did not end" : "ended") + " as " +
+              std::string(to_string(state))) {
   return arg.state == state;
 }
 
 /// The task (record or pending task) has this name.
-MATCHER_P(IsNamed, name, std::string(negation ? "is not" : "is") + " named " +
-                             ::testing::PrintToString(std::string(name))) {
+MATCHER_P(IsNamed, name,
+          std::string(negation ? "is not" : "is") + " named " +
+              ::testing::PrintToString(std::string(name))) {
   return arg.name == name;
 }
 
 /// The pending task waits for `phase`.
 MATCHER_P(WaitsFor, phase,
-          std::string(negation ? "does not wait" : "waits") + " for " + std::string(to_string(phase))) {
+          std::string(negation ? "does not wait" : "waits") + " for " +
+              std::string(to_string(phase))) {
   return arg.phase == phase;
 }
 
-}  // namespace testing
+}  // namespace testkit
 }  // namespace crosstown

@@ -5,7 +5,7 @@
 // `deferral_recorder` alive on the test's thread, the tasks are recorded instead, so the test
 // can see what was deferred and run it when it chooses:
 //
-//     crosstown::testing::deferral_recorder recorder;
+//     crosstown::testkit::deferral_recorder recorder;
 //     send_welcome_mails(users);                  // calls crosstown::defer(...) inside
 //     EXPECT_THAT(recorder.recorded(), SizeIs(3));
 //     recorder.run_all(200);                      // as if a 200 response went out
@@ -23,7 +23,7 @@
 #include <memory>
 #include <vector>
 
-namespace crosstown::testing {
+namespace crosstown::testkit {
 
 class deferral_recorder {
  public:
@@ -63,4 +63,4 @@ class deferral_recorder {
   std::unique_ptr<scope_binding> binding_;
 };
 
-}  // namespace crosstown::testing
+}  // namespace crosstown::testkit

@@ -2,7 +2,7 @@
 //
 // One line in a test or fixture:
 //
-//     crosstown::testing::run_deferred_synchronously sync{rt};
+//     crosstown::testkit::run_deferred_synchronously sync{rt};
 //
 // While it lives, every task released by `rt`'s scopes runs inline on the thread that reports
 // the phase event (response sent, usually), in registration order - but only if the status
@@ -17,7 +17,7 @@
 #include <crosstown/inline_executor.hpp>
 #include <crosstown/runtime.hpp>
 
-namespace crosstown::testing {
+namespace crosstown::testkit {
 
 class run_deferred_synchronously {
  public:
@@ -40,4 +40,4 @@ class run_deferred_synchronously {
   inline_executor inline_;
 };
 
-}  // namespace crosstown::testing
+}  // namespace crosstown::testkit
