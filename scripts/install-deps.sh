@@ -12,6 +12,14 @@ packages=(
   libgmock-dev
   librapidcheck-dev
   libbenchmark-dev
+  clang-format
+  redis-server
+  libhiredis-dev
+  librestinio-dev
+  libfmt-dev
+  libhttp-parser-dev
+  libcpp-httplib-dev
+  wrk
 )
 
 missing=()
