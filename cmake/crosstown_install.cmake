@@ -1,28 +1,66 @@
-# Install rules and the package config that makes `find_package(crosstown)` work.
+# Install rules, build-tree export and the package config that makes
+# `find_package(crosstown COMPONENTS ...)` work, one export set per component:
+#   core     crosstown::core                      lib/include/crosstown
+#   beast    crosstown::beast                     adapters/beast/include/crosstown/beast
+#   sim      crosstown::sim, crosstown-sim        sim/include/crosstown/sim
+#   testing  crosstown::testing                   lib/testing/include/crosstown/testing
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS crosstown_core
-  EXPORT crosstown-targets
-  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY "${PROJECT_SOURCE_DIR}/lib/include/crosstown"
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-set(CROSSTOWN_HAS_TESTING_TOOLKIT ${CROSSTOWN_TESTING_TOOLKIT})
+set(crosstown_cmake_dir "${CMAKE_INSTALL_LIBDIR}/cmake/crosstown")
+set(CROSSTOWN_PACKAGE_COMPONENTS core beast)
+if(CROSSTOWN_BUILD_SIM)
+  list(APPEND CROSSTOWN_PACKAGE_COMPONENTS sim)
+endif()
 if(CROSSTOWN_TESTING_TOOLKIT)
-  install(TARGETS crosstown_testing EXPORT crosstown-targets
-    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  install(DIRECTORY "${PROJECT_SOURCE_DIR}/lib/testing/include/crosstown"
-    DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  list(APPEND CROSSTOWN_PACKAGE_COMPONENTS testing)
 endif()
 
-set(crosstown_cmake_dir "${CMAKE_INSTALL_LIBDIR}/cmake/crosstown")
-install(EXPORT crosstown-targets
-  NAMESPACE crosstown::
-  FILE crosstown-targets.cmake
-  DESTINATION "${crosstown_cmake_dir}")
+# crosstown_install_component(<component> TARGETS <targets...> HEADERS <dir>)
+function(crosstown_install_component component)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "HEADERS" "TARGETS")
+  install(TARGETS ${arg_TARGETS}
+    EXPORT crosstown-${component}-targets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT ${component}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT ${component}
+    RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT ${component})
+  install(DIRECTORY "${arg_HEADERS}" DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/crosstown"
+    COMPONENT ${component})
+  install(EXPORT crosstown-${component}-targets
+    NAMESPACE crosstown::
+    FILE crosstown-${component}-targets.cmake
+    DESTINATION "${crosstown_cmake_dir}"
+    COMPONENT ${component})
+  # The same targets from the build tree: -Dcrosstown_DIR=<build dir> works without installing.
+  export(EXPORT crosstown-${component}-targets
+    NAMESPACE crosstown::
+    FILE "${PROJECT_BINARY_DIR}/crosstown-${component}-targets.cmake")
+endfunction()
 
+# The core's headers are the whole of lib/include/crosstown (detail/ included).
+install(TARGETS crosstown_core
+  EXPORT crosstown-core-targets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT core
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT core)
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/lib/include/crosstown"
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT core)
+install(EXPORT crosstown-core-targets NAMESPACE crosstown:: FILE crosstown-core-targets.cmake
+  DESTINATION "${crosstown_cmake_dir}" COMPONENT core)
+export(EXPORT crosstown-core-targets NAMESPACE crosstown::
+  FILE "${PROJECT_BINARY_DIR}/crosstown-core-targets.cmake")
+
+crosstown_install_component(beast TARGETS crosstown_beast
+  HEADERS "${PROJECT_SOURCE_DIR}/adapters/beast/include/crosstown/beast")
+if(CROSSTOWN_BUILD_SIM)
+  crosstown_install_component(sim TARGETS crosstown_sim crosstown-sim
+    HEADERS "${PROJECT_SOURCE_DIR}/sim/include/crosstown/sim")
+endif()
+if(CROSSTOWN_TESTING_TOOLKIT)
+  crosstown_install_component(testing TARGETS crosstown_testing
+    HEADERS "${PROJECT_SOURCE_DIR}/lib/testing/include/crosstown/testing")
+endif()
+
+# The installed config, and a build-tree copy beside the exported target files.
 configure_package_config_file(
   "${PROJECT_SOURCE_DIR}/cmake/crosstown-config.cmake.in"
   "${PROJECT_BINARY_DIR}/crosstown-config.cmake"
@@ -33,4 +71,4 @@ write_basic_package_version_file(
 install(FILES
   "${PROJECT_BINARY_DIR}/crosstown-config.cmake"
   "${PROJECT_BINARY_DIR}/crosstown-config-version.cmake"
-  DESTINATION "${crosstown_cmake_dir}")
+  DESTINATION "${crosstown_cmake_dir}" COMPONENT core)
