@@ -691,6 +691,93 @@ TEST(RuntimeAccounting, MetricsAddUpWhenABoundedQueueRejects) {
 }
 
 // =============================================================================================
+// admission
+// =============================================================================================
+
+TEST(RuntimeAdmission, StopsAcceptingWhenThePoolHoldsItsCapacityAndResumesWhenItEmpties) {
+  runtime rt({.threads = 1, .queue_capacity = 4, .overflow = overflow_policy::reject});
+  EXPECT_TRUE(rt.accepting());
+  EXPECT_EQ(rt.pressure(), 0.0);
+  gate g;
+  {
+    response_scope holder(rt);
+    holder.defer(g.task());
+    complete(holder);
+  }
+  ASSERT_TRUE(g.started.wait());
+  EXPECT_TRUE(rt.accepting()) << "one of four held";
+  EXPECT_DOUBLE_EQ(rt.pressure(), 0.25);
+  {
+    response_scope scope(rt);
+    for (int i = 0; i < 2; ++i) scope.defer([] {});
+    complete(scope);
+  }
+  EXPECT_TRUE(rt.accepting()) << "three of four held";
+  EXPECT_DOUBLE_EQ(rt.pressure(), 0.75);
+  {
+    response_scope scope(rt);
+    scope.defer([] {});
+    complete(scope);
+  }
+  EXPECT_FALSE(rt.accepting()) << "four of four held: the next task would be rejected";
+  EXPECT_DOUBLE_EQ(rt.pressure(), 1.0);
+  EXPECT_EQ(rt.metrics().count(task_state::rejected_by_overflow), 0u)
+      << "the admission check refused before anything was rejected";
+  g.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_TRUE(rt.accepting());
+  EXPECT_EQ(rt.pressure(), 0.0);
+  EXPECT_FALSE(g.timed_out.load());
+}
+
+TEST(RuntimeAdmission, ARuntimeThatIsShutDownAcceptsNothing) {
+  runtime rt({.threads = 1, .queue_capacity = 8});
+  ASSERT_TRUE(rt.accepting());
+  ASSERT_TRUE(rt.shutdown(clock_type::now() + deadline).complete);
+  EXPECT_FALSE(rt.accepting());
+  EXPECT_EQ(rt.pressure(), 1.0);
+}
+
+TEST(RuntimeAdmission, AdmissionCheckIsSafeWhileWorkersAndProducersRun) {
+  // Readers poll the lock-free figures while producers hand over and workers finish; TSan
+  // checks that, and every figure read stays in range.
+  runtime rt({.threads = 2,
+              .queue_capacity = 16,
+              .overflow = overflow_policy::reject,
+              .on_lost = [](const task_info&, task_state) {}});
+  std::atomic<bool> stop{false};
+  std::atomic<int> out_of_range{0};
+  std::atomic<int> refusals{0};
+  background reader([&] {
+    while (!stop.load()) {
+      const double p = rt.pressure();
+      if (p < 0.0 || p > 1.0) ++out_of_range;
+      if (!rt.accepting()) ++refusals;
+    }
+  });
+  {
+    std::vector<std::unique_ptr<background>> producers;
+    for (int t = 0; t < 2; ++t) {
+      producers.push_back(std::make_unique<background>([&] {
+        for (int r = 0; r < 200; ++r) {
+          response_scope scope(rt);
+          for (int i = 0; i < 8; ++i) scope.defer([] {});
+          complete(scope);
+        }
+      }));
+    }
+  }
+  stop = true;
+  ASSERT_TRUE(reader.wait_done());
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(out_of_range.load(), 0);
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.registered, m.terminal()) << m;
+  EXPECT_TRUE(rt.accepting());
+  EXPECT_EQ(rt.pressure(), 0.0);
+}
+
+// =============================================================================================
 // destruction
 // =============================================================================================
 

@@ -2,6 +2,7 @@
 
 #include <crosstown/detail/ledger.hpp>
 
+#include <algorithm>
 #include <utility>
 
 namespace crosstown {
@@ -22,6 +23,14 @@ metrics_snapshot runtime::metrics() const {
   metrics_snapshot m = ledger_->snapshot();
   m.pool_queue_depth = pool_->queue_depth();
   return m;
+}
+
+double runtime::pressure() const noexcept {
+  const thread_pool& pool = *pool_;
+  if (!pool.accepting()) return 1.0;  // full or shut down
+  if (pool.capacity() == 0) return 0.0;
+  const double held = static_cast<double>(pool.unfinished());
+  return std::min(1.0, held / static_cast<double>(pool.capacity()));
 }
 
 drain_report runtime::drain(clock::time_point deadline) {

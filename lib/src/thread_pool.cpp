@@ -87,6 +87,11 @@ std::size_t thread_pool::queue_depth() const {
   return queued_;
 }
 
+bool thread_pool::accepting() const noexcept {
+  if (!open_.load(std::memory_order_relaxed)) return false;
+  return options_.capacity == 0 || held_.load(std::memory_order_relaxed) < options_.capacity;
+}
+
 std::size_t thread_pool::room_locked() const noexcept {
   if (options_.capacity == 0) return std::numeric_limits<std::size_t>::max();
   const std::size_t held = queued_ + claimed_;
@@ -107,6 +112,7 @@ void thread_pool::execute(job_batch batch) {
                                                          : take_range(batch, start, start + n);
       start += n;
       queued_ += n;
+      held_.store(queued_ + claimed_, std::memory_order_relaxed);
       queue_.push_back(segment{std::move(part), 0});
       if (n == 1) {
         work_cv_.notify_one();
@@ -180,6 +186,7 @@ void thread_pool::work(worker_slot& slot) {
 
     lock.lock();
     claimed_ -= take;
+    held_.store(queued_ + claimed_, std::memory_order_relaxed);
     if (options_.capacity != 0) room_cv_.notify_all();
     if (idle_locked()) idle_cv_.notify_all();
   }
@@ -221,6 +228,7 @@ drain_report thread_pool::shutdown(clock::time_point deadline) {
     {
       std::unique_lock lock(mutex_);
       accepting_ = false;
+      open_.store(false, std::memory_order_relaxed);
       room_cv_.notify_all();  // producers blocked on a full queue drop their rest
       const bool idle =
           detail::wait_until(idle_cv_, lock, deadline, [this] { return idle_locked(); });
@@ -228,6 +236,7 @@ drain_report thread_pool::shutdown(clock::time_point deadline) {
       if (!idle) {
         dropped.swap(queue_);
         queued_ = 0;
+        held_.store(claimed_, std::memory_order_relaxed);
         for (const auto& slot : slots_) {
           slot->abandon.store(true, std::memory_order_relaxed);
         }

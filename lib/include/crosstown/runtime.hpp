@@ -74,6 +74,17 @@ class runtime {
   /// Counters and gauges now.
   metrics_snapshot metrics() const;
 
+  /// Admission check: false when the runtime cannot take more work - its pool is shut down,
+  /// or bounded and holding `queue_capacity` unfinished tasks (queued or running). A server
+  /// asks before its handler defers and answers 503 with Retry-After instead of piling up
+  /// work it would have to reject. Lock-free; advisory (a batch handed over right after
+  /// `true` may still meet the overflow policy).
+  bool accepting() const noexcept { return pool_->accepting(); }
+  /// How full the pool is, 0..1: unfinished pool tasks / `queue_capacity`, clamped at 1; 1
+  /// once shut down; 0 for an unbounded pool that is running. For shedding load gradually
+  /// (say, refuse optional work above 0.8). Lock-free.
+  double pressure() const noexcept;
+
   /// Waits until no task of this runtime is queued or running on any executor, or until
   /// `deadline`. Tasks still waiting for their phase in live scopes are not waited for.
   drain_report drain(clock::time_point deadline);

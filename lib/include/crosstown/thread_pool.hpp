@@ -79,6 +79,16 @@ class thread_pool final : public executor {
   std::size_t thread_count() const noexcept { return options_.threads; }
   /// Tasks queued and not yet claimed by a worker.
   std::size_t queue_depth() const;
+  /// Most unfinished tasks the pool holds; 0: unbounded.
+  std::size_t capacity() const noexcept { return options_.capacity; }
+  /// Tasks handed over and not finished (queued, claimed or running). Lock-free; exact only
+  /// while no batch is moving.
+  std::size_t unfinished() const noexcept { return held_.load(std::memory_order_relaxed); }
+  /// False once the pool cannot take another task without its overflow policy: it is shut
+  /// down, or bounded and holding `capacity()` unfinished tasks. Lock-free, for an admission
+  /// check (a server answers 503 before its handler defers); a batch handed over right after
+  /// `true` may still overflow.
+  bool accepting() const noexcept;
   /// True on one of this pool's worker threads.
   bool on_worker_thread() const noexcept;
 
@@ -105,15 +115,17 @@ class thread_pool final : public executor {
 
   const thread_pool_options options_;
   mutable std::mutex mutex_;
-  std::condition_variable work_cv_;  // queue became non-empty, or stopping
-  std::condition_variable room_cv_;  // capacity freed
-  std::condition_variable idle_cv_;  // queued_ and claimed_ reached zero
-  std::deque<segment> queue_;        // guarded by mutex_
-  std::size_t queued_ = 0;           // jobs in queue_; guarded by mutex_
-  std::size_t claimed_ = 0;          // jobs in worker chunks; guarded by mutex_
-  bool accepting_ = true;            // guarded by mutex_
-  bool stopping_ = false;            // workers exit when the queue is empty; guarded by mutex_
-  bool started_ = false;             // workers_ were started; guarded by mutex_
+  std::condition_variable work_cv_;   // queue became non-empty, or stopping
+  std::condition_variable room_cv_;   // capacity freed
+  std::condition_variable idle_cv_;   // queued_ and claimed_ reached zero
+  std::deque<segment> queue_;         // guarded by mutex_
+  std::size_t queued_ = 0;            // jobs in queue_; guarded by mutex_
+  std::size_t claimed_ = 0;           // jobs in worker chunks; guarded by mutex_
+  bool accepting_ = true;             // guarded by mutex_
+  std::atomic<bool> open_{true};      // accepting_, readable without the lock
+  std::atomic<std::size_t> held_{0};  // queued_ + claimed_, readable without the lock
+  bool stopping_ = false;             // workers exit when the queue is empty; guarded by mutex_
+  bool started_ = false;              // workers_ were started; guarded by mutex_
   std::vector<std::unique_ptr<worker_slot>> slots_;
   std::vector<std::thread> workers_;  // grows only under mutex_ while accepting_
   std::once_flag joined_;
