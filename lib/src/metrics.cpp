@@ -14,6 +14,7 @@ std::string_view to_string(task_state state) noexcept {
     case task_state::running: return "running";
     case task_state::ran: return "ran";
     case task_state::failed: return "failed";
+    case task_state::timed_out: return "timed_out";
     case task_state::skipped_by_status: return "skipped_by_status";
     case task_state::skipped_by_delivery: return "skipped_by_delivery";
     case task_state::cancelled: return "cancelled";
@@ -40,7 +41,8 @@ std::ostream& operator<<(std::ostream& out, const metrics_snapshot& m) {
   out << "registered=" << m.registered;
   for (task_state state : terminal_states) out << ' ' << state << '=' << m.count(state);
   return out << " queued=" << m.queued << " in_flight=" << m.in_flight
-             << " pool_queue_depth=" << m.pool_queue_depth;
+             << " pool_queue_depth=" << m.pool_queue_depth << " retries=" << m.retries
+             << " overruns=" << m.overruns;
 }
 
 std::string to_prometheus(const metrics_snapshot& m, std::string_view prefix) {
@@ -61,6 +63,10 @@ std::string to_prometheus(const metrics_snapshot& m, std::string_view prefix) {
   out << prefix << "_tasks_in_flight " << m.in_flight << '\n';
   metric("pool_queue_depth", "gauge", "Tasks waiting in the runtime's pool.");
   out << prefix << "_pool_queue_depth " << m.pool_queue_depth << '\n';
+  metric("task_retries_total", "counter", "Attempts of awaitable tasks beyond their first.");
+  out << prefix << "_task_retries_total " << m.retries << '\n';
+  metric("task_overruns_total", "counter", "Blocking tasks still running at their timeout.");
+  out << prefix << "_task_overruns_total " << m.overruns << '\n';
   return std::move(out).str();
 }
 

@@ -1,6 +1,7 @@
 #include <crosstown/response_scope.hpp>
 
 #include <crosstown/detail/ledger.hpp>
+#include <crosstown/detail/task_plan.hpp>
 #include <crosstown/fault.hpp>
 #include <crosstown/runtime.hpp>
 
@@ -68,6 +69,8 @@ void response_scope::defer(task fn, defer_options options) {
   }
   executor* target =
       options.same_thread ? &same_thread_executor::instance() : options.executor.get();
+  // A lane or a timeout: the task carries a plan (detail/task_plan.hpp); awaitable_task.cpp.
+  if (detail::needs_plan(options)) fn = detail::plan_blocking(rt_, std::move(fn), options, target);
   add(std::move(fn), options.name, target, &options.no_go, options.phase, options.always,
       options.require_delivery);
 }

@@ -6,14 +6,17 @@
 #pragma once
 
 #include <crosstown/asio_executor.hpp>
+#include <crosstown/awaitable_task.hpp>
 #include <crosstown/binding.hpp>
 #include <crosstown/defer_options.hpp>
 #include <crosstown/executor.hpp>
 #include <crosstown/inline_executor.hpp>
 #include <crosstown/job.hpp>
+#include <crosstown/lane.hpp>
 #include <crosstown/manual_executor.hpp>
 #include <crosstown/metrics.hpp>
 #include <crosstown/response_scope.hpp>
+#include <crosstown/retry.hpp>
 #include <crosstown/runtime.hpp>
 #include <crosstown/status_set.hpp>
 #include <crosstown/task.hpp>

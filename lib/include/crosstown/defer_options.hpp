@@ -15,11 +15,16 @@
 //     thread that reports the phase when `same_thread` is set. Setting both is an error.
 //   - name: a later task of the same name in the same scope replaces a still-pending one (the
 //     earlier counts as `cancelled`); `response_scope::cancel(name)` cancels it.
+//   - lane, timeout, retry (after `if_unbound`, in that order): see lane.hpp, awaitable_task.hpp
+//     and retry.hpp. A task naming a lane that the runtime does not have is refused with
+//     std::invalid_argument; so is a retry policy on a blocking task.
 #pragma once
 
 #include <crosstown/executor.hpp>
+#include <crosstown/retry.hpp>
 #include <crosstown/status_set.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -60,6 +65,13 @@ struct defer_options {
   bool require_delivery = false;
   /// Only for the free `crosstown::defer`: what to do when no scope is bound.
   unbound_policy if_unbound = unbound_policy::run_now;
+  /// The runtime lane (`runtime::lane`) limiting how many such tasks run at once; empty: none.
+  std::string lane{};
+  /// Per attempt. An awaitable task past it is cancelled (`timed_out`); a blocking task's
+  /// overrun is reported and counted. Zero: no timeout.
+  std::chrono::nanoseconds timeout{0};
+  /// Retries of an awaitable task's failed attempts; the default makes one attempt.
+  retry_policy retry{};
 };
 
 }  // namespace crosstown

@@ -12,6 +12,11 @@
 //
 // So no executor can lose a task silently (invariant I6). A job is move-only and not
 // thread-safe; `run()` is noexcept. The runtime that released a job must outlive it.
+//
+// A job whose task carries a plan (an awaitable task, or one with a lane or timeout:
+// detail/task_plan.hpp) is not finished when `run()` returns: it may wait in its lane (still
+// counted queued) or continue as a `running_job` - a coroutine on the runtime's I/O executor -
+// which records the outcome when the coroutine ends.
 #pragma once
 
 #include <crosstown/detail/core_key.hpp>
@@ -29,8 +34,14 @@
 
 namespace crosstown {
 
+class job;
+class running_job;
+
 namespace detail {
 class ledger;
+class io_runtime;
+// Runs a job whose task carries a plan (awaitable_task.cpp).
+void run_planned(job&& work) noexcept;
 /// Where a job was when it reached its terminal state.
 enum class ledger_origin : std::uint8_t { unreleased, queued, running };
 }  // namespace detail
@@ -98,6 +109,10 @@ class job {
  private:
   // Where the job counts in the ledger before it runs: queued once handed off.
   detail::ledger_origin origin() const noexcept;
+  // Counts the job started and moves it into a running_job, which records the outcome.
+  running_job start_detached() noexcept;
+  friend void detail::run_planned(job&& work) noexcept;
+  friend class detail::io_runtime;
 
   task fn_;
   detail::task_name name_;
@@ -105,6 +120,44 @@ class job {
   std::uint32_t index_ = 0;
   detail::ledger* ledger_ = nullptr;  // null once finished
   bool handed_off_ = false;
+};
+
+/// A job that has started and ends later (an awaitable task): it counts as running until
+/// `finish` records its outcome. Destroyed unfinished (its coroutine was destroyed at
+/// shutdown), it counts as `dropped_at_shutdown` and is reported. Move-only, not thread-safe.
+class running_job {
+ public:
+  running_job() noexcept = default;
+  running_job(running_job&& other) noexcept
+      : fn_(std::move(other.fn_)),
+        name_(std::move(other.name_)),
+        request_id_(other.request_id_),
+        index_(other.index_),
+        ledger_(std::exchange(other.ledger_, nullptr)) {}
+  running_job& operator=(running_job&&) = delete;
+  running_job(const running_job&) = delete;
+  running_job& operator=(const running_job&) = delete;
+  ~running_job() {
+    if (ledger_ != nullptr) finish(task_state::dropped_at_shutdown, nullptr);
+  }
+
+  /// Records the terminal state: `failed` and `timed_out` report `error` to the error hook,
+  /// `dropped_at_shutdown` and `rejected_by_overflow` report to the lost hook. The task (and
+  /// its captures) is destroyed before the job counts as finished. Idempotent.
+  void finish(task_state outcome, std::exception_ptr error) noexcept;
+
+  task_info info() const noexcept { return {request_id_, index_, name_.view()}; }
+  task& work() noexcept { return fn_; }
+  /// For reports made while the task runs (a blocking task's overrun).
+  detail::ledger* ledger() const noexcept { return ledger_; }
+
+ private:
+  friend class job;
+  task fn_;
+  detail::task_name name_;
+  std::uint64_t request_id_ = 0;
+  std::uint32_t index_ = 0;
+  detail::ledger* ledger_ = nullptr;  // null once finished
 };
 
 /// The jobs of one response bound for one executor, in registration order.

@@ -27,6 +27,9 @@ enum class task_state : std::uint8_t {
   running,               ///< running now
   ran,                   ///< returned normally
   failed,                ///< threw; reported to the runtime's error hook
+  /// an awaitable task's last attempt ran past its timeout and was cancelled; reported to the
+  /// error hook (awaitable_task.hpp)
+  timed_out,
   skipped_by_status,     ///< the response status was in the task's no-go set
   skipped_by_delivery,   ///< `require_delivery` and the response was not delivered
   cancelled,             ///< cancelled by name, or replaced by a later task of the same name
@@ -67,6 +70,8 @@ struct metrics_snapshot {
   std::uint64_t queued = 0;            ///< handed to an executor, not started (gauge)
   std::uint64_t in_flight = 0;         ///< running now (gauge)
   std::uint64_t pool_queue_depth = 0;  ///< tasks waiting in the runtime's own pool (gauge)
+  std::uint64_t retries = 0;   ///< attempts of awaitable tasks beyond their first (retry.hpp)
+  std::uint64_t overruns = 0;  ///< blocking tasks still running at their timeout
 
   /// Tasks now in `state`: the counter of a terminal state; for `queued` and `running` the
   /// gauges; for `pending`, the tasks registered and neither queued, running nor terminal.
@@ -99,6 +104,8 @@ struct metrics_snapshot {
     queued += other.queued;
     in_flight += other.in_flight;
     pool_queue_depth += other.pool_queue_depth;
+    retries += other.retries;
+    overruns += other.overruns;
     return *this;
   }
 

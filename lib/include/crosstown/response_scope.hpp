@@ -53,12 +53,27 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace crosstown {
 
 class runtime;
 class connection_scope;
+class response_scope;
+
+namespace detail {
+// A callable whose result looks like boost::asio::awaitable (checked exactly, with a clear
+// message, in crosstown/awaitable_task.hpp, which defines defer_awaitable).
+template <class F>
+concept returns_awaitable = requires {
+  typename std::invoke_result_t<std::decay_t<F>&>::value_type;
+  typename std::invoke_result_t<std::decay_t<F>&>::executor_type;
+};
+template <class F>
+void defer_awaitable(response_scope& scope, F&& fn, defer_options&& options);
+}  // namespace detail
 
 /// A registered task still waiting for its phase, as `response_scope::pending_tasks` shows it.
 struct pending_task {
@@ -102,6 +117,15 @@ class response_scope {
   /// Registers a task with the default options. The same as `defer(fn, {})`, without
   /// building and destroying a `defer_options` on every call.
   void defer(task fn);
+  /// Registers an awaitable task: `fn()` returns `boost::asio::awaitable<void>` and runs as a
+  /// coroutine on the runtime's I/O executor once released (include
+  /// crosstown/awaitable_task.hpp). Same rules and options; `executor` and `same_thread` are
+  /// refused with std::invalid_argument.
+  template <class F>
+  requires detail::returns_awaitable<F>
+  void defer(F&& fn, defer_options options = {}) {
+    detail::defer_awaitable(*this, std::forward<F>(fn), std::move(options));
+  }
   /// Cancels the pending task of that name (counted `cancelled`). False if there is none.
   bool cancel(std::string_view name);
 

@@ -20,6 +20,7 @@
 
 #include <crosstown/detail/core_key.hpp>
 #include <crosstown/executor.hpp>
+#include <crosstown/lane.hpp>
 #include <crosstown/metrics.hpp>
 #include <crosstown/thread_pool.hpp>
 
@@ -34,7 +35,11 @@ namespace crosstown {
 
 namespace detail {
 class ledger;
-}
+class io_runtime;
+}  // namespace detail
+
+class awaitable_executor;
+class task_clock;
 
 struct runtime_options {
   /// Pool threads; 0 means `std::thread::hardware_concurrency()` (at least 1).
@@ -57,6 +62,14 @@ struct runtime_options {
   std::function<void(const task_info&, task_state)> on_settled{};
   /// How long the destructor lets queued work run before dropping it; empty: no limit.
   std::optional<std::chrono::steady_clock::duration> shutdown_timeout{};
+  /// Awaitable tasks (awaitable_task.hpp): threads of the runtime's own io_context, started
+  /// with the first awaitable task or blocking timeout; 0 means 1.
+  std::size_t io_threads = 1;
+  /// Run awaitable tasks on this executor instead of the runtime's io_context (non-owning; see
+  /// awaitable_task.hpp for shutdown). Null: the runtime's own.
+  awaitable_executor* io_executor = nullptr;
+  /// The clock of timeouts, retry backoffs and lane waits (non-owning). Null: steady clock.
+  task_clock* clock = nullptr;
 };
 
 class runtime {
@@ -73,6 +86,15 @@ class runtime {
 
   /// Counters and gauges now.
   metrics_snapshot metrics() const;
+
+  /// The lane `name` (lane.hpp), made with `options` the first time; the same name with other
+  /// options throws std::invalid_argument, as do a name outside [A-Za-z0-9_.:-]{1,64},
+  /// `max_in_flight` 0 or `capacity` 0.
+  crosstown::lane lane(std::string_view name, lane_options options = {});
+  /// Every lane's counters, in name order.
+  std::vector<lane_snapshot> lane_metrics() const;
+  /// Internal: the I/O side (awaitable tasks, lanes), for crosstown's own code.
+  detail::io_runtime& io(detail::core_key) noexcept { return *io_; }
 
   /// Admission check: false when the runtime cannot take more work - its pool is shut down,
   /// or bounded and holding `queue_capacity` unfinished tasks (queued or running). A server
@@ -117,6 +139,9 @@ class runtime {
   std::unique_ptr<thread_pool> pool_;
   std::atomic<std::uint64_t> next_request_id_{1};
   std::atomic<executor*> redirect_{nullptr};
+  // Awaitable tasks and lanes. Declared after ledger_ and pool_: destroyed first, its
+  // coroutines settling their jobs while both still exist.
+  std::unique_ptr<detail::io_runtime> io_;
 };
 
 }  // namespace crosstown

@@ -10,6 +10,7 @@
 // at a time may use a given task object.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstring>
 #include <memory>
@@ -18,6 +19,15 @@
 #include <utility>
 
 namespace crosstown {
+
+namespace detail {
+struct task_plan;
+// Only crosstown's own carrier of a task plan (detail/task_plan.hpp) has this member.
+template <class F>
+concept carries_plan = requires(const F& f) {
+  { f.crosstown_plan() } noexcept -> std::same_as<task_plan*>;
+};
+}  // namespace detail
 
 class task {
  public:
@@ -69,6 +79,12 @@ class task {
   /// Runs the callable. Exceptions propagate to the caller. Precondition: `*this` is not empty.
   void operator()() { ops_->invoke(storage_); }
 
+  /// Internal: the plan of a task deferred as an awaitable or with a lane or timeout
+  /// (detail/task_plan.hpp); null for every other callable.
+  detail::task_plan* plan() const noexcept {
+    return ops_ != nullptr && ops_->plan != nullptr ? ops_->plan(storage_) : nullptr;
+  }
+
   /// Destroys the held callable, leaving the task empty.
   void reset() noexcept {
     if (ops_ != nullptr) {
@@ -78,6 +94,7 @@ class task {
   }
 
  private:
+  using plan_fn = detail::task_plan* (*)(const void* self) noexcept;
   struct operations {
     void (*invoke)(void* self);
     // Move-constructs into dst and destroys src. Null when the stored object may be moved by
@@ -85,7 +102,17 @@ class task {
     // tasks travel scope -> job -> batch -> worker, and each hop is then a plain copy.
     void (*move)(void* dst, void* src) noexcept;
     void (*destroy)(void* self) noexcept;  // null: nothing to destroy
+    plan_fn plan;  // null: not a plan carrier
   };
+
+  template <class F>
+  static constexpr plan_fn plan_of() noexcept {
+    if constexpr (detail::carries_plan<F>) {
+      return [](const void* self) noexcept { return static_cast<const F*>(self)->crosstown_plan(); };
+    } else {
+      return nullptr;
+    }
+  }
 
   template <class F>
   static constexpr operations inline_ops{
@@ -99,6 +126,7 @@ class task {
       std::is_trivially_destructible_v<F>
           ? nullptr
           : +[](void* self) noexcept { static_cast<F*>(self)->~F(); },
+      plan_of<F>(),
   };
 
   template <class F>
@@ -106,6 +134,7 @@ class task {
       [](void* self) { (**static_cast<F**>(self))(); },
       nullptr,
       [](void* self) noexcept { delete *static_cast<F**>(self); },
+      nullptr,
   };
 
   void take(task& other) noexcept {

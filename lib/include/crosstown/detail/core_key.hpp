@@ -15,6 +15,7 @@ class runtime;
 namespace crosstown::detail {
 
 struct released_tasks;
+class io_runtime;
 void hand_off(runtime& rt, released_tasks&& tasks) noexcept;
 
 class core_key {
@@ -22,6 +23,7 @@ class core_key {
   friend class crosstown::response_scope;
   friend class crosstown::connection_scope;
   friend void hand_off(runtime& rt, released_tasks&& tasks) noexcept;
+  friend class io_runtime;
 };
 
 }  // namespace crosstown::detail
