@@ -893,4 +893,206 @@ TEST(RuntimeDestruction, ExplicitShutdownDropsLaterHandoffsAndTheCountersStillAd
   EXPECT_EQ(lost.seen().size(), 1u);
 }
 
+TEST(RuntimeDestruction, ShutdownTimeoutBoundsTheDestructorWhenATaskIsStuck) {
+  // A task that blocks until the test releases it cannot be stopped. The destructor drops
+  // what is queued, waits `abandon_grace` for the stuck task, then abandons its worker: it
+  // reports the task (on_lost, state `running`) and returns within the timeout plus that
+  // margin. The task finishes later on its own thread; the hooks are not called for it then.
+  gate stuck;
+  lost_log lost;
+  std::atomic<int> settled_after{0};
+  std::atomic<bool> destroyed{false};
+  constexpr auto timeout = std::chrono::milliseconds(200);
+  auto rt =
+      std::make_unique<runtime>(crosstown::runtime_options{.threads = 1,
+                                                           .on_lost = lost.hook(),
+                                                           .on_settled =
+                                                               [&](const task_info&, task_state) {
+                                                                 if (destroyed.load())
+                                                                   ++settled_after;
+                                                               },
+                                                           .shutdown_timeout = timeout});
+  std::uint64_t stuck_request = 0;
+  std::uint64_t queued_request = 0;
+  {
+    response_scope holder(*rt);
+    stuck_request = holder.id();
+    holder.defer(stuck.task(), {.name = "stuck"});
+    complete(holder);
+  }
+  ASSERT_TRUE(stuck.started.wait());
+  {
+    response_scope scope(*rt);
+    queued_request = scope.id();
+    scope.defer([] {}, {.name = "behind"});
+    complete(scope);
+  }
+  const auto started = clock_type::now();
+  rt.reset();
+  const auto took = clock_type::now() - started;
+  destroyed = true;
+  EXPECT_GE(took, timeout);
+  EXPECT_LT(took, timeout + crosstown::thread_pool::abandon_grace + std::chrono::seconds(2))
+      << "the destructor waited for the stuck task";
+  EXPECT_FALSE(stuck.finished.load()) << "the destructor returned while the task was stuck";
+  EXPECT_THAT(lost.seen(),
+              ElementsAre(lost_task{queued_request, 0, "behind", task_state::dropped_at_shutdown},
+                          lost_task{stuck_request, 0, "stuck", task_state::running}));
+  EXPECT_EQ(crosstown::thread_pool::abandoned_threads_running(), 1u);
+
+  stuck.opened.set();  // the task ends on its abandoned thread, touching only what it keeps
+  const auto until = clock_type::now() + deadline;
+  while (crosstown::thread_pool::abandoned_threads_running() != 0 && clock_type::now() < until) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(crosstown::thread_pool::abandoned_threads_running(), 0u)
+      << "the abandoned worker did not end after its task returned";
+  EXPECT_TRUE(stuck.finished.load());
+  EXPECT_FALSE(stuck.timed_out.load());
+  EXPECT_EQ(settled_after.load(), 0) << "a hook was called after the runtime was destroyed";
+  EXPECT_EQ(lost.seen().size(), 2u);
+}
+
+TEST(RuntimeDestruction, ExplicitShutdownAbandonsAStuckTaskAndItStillCountsWhenItEnds) {
+  gate stuck;
+  lost_log lost;
+  runtime rt({.threads = 2, .on_lost = lost.hook()});
+  std::uint64_t request = 0;
+  {
+    response_scope holder(rt);
+    request = holder.id();
+    holder.defer(stuck.task(), {.name = "stuck"});
+    complete(holder);
+  }
+  ASSERT_TRUE(stuck.started.wait());
+  const auto report = rt.shutdown(clock_type::now() + std::chrono::milliseconds(50));
+  EXPECT_FALSE(report.complete);
+  EXPECT_EQ(report.running, 1u);
+  EXPECT_THAT(report.unfinished, ElementsAre(task_info{request, 0, "stuck"}.describe()));
+  EXPECT_EQ(rt.pool().abandoned_workers(), 1u) << "only the stuck worker; the idle one joined";
+  EXPECT_THAT(lost.seen(), ElementsAre(lost_task{request, 0, "stuck", task_state::running}));
+  stuck.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete) << "the abandoned task still counts when it ends";
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.count(task_state::ran), 1u);
+  EXPECT_EQ(m.registered, m.terminal());
+}
+
+// =============================================================================================
+// backpressure
+// =============================================================================================
+
+TEST(RuntimeBackpressure, DefaultRuntimeBoundsItsPoolByItsThreadsAndRejects) {
+  const crosstown::runtime_options defaults;
+  EXPECT_EQ(defaults.overflow, overflow_policy::reject);
+  {
+    runtime two({.threads = 2});
+    EXPECT_EQ(two.pool().capacity(), 2 * crosstown::default_capacity_per_thread);
+  }
+  lost_log lost;
+  runtime rt({.threads = 1, .on_lost = lost.hook()});
+  ASSERT_EQ(rt.pool().capacity(), crosstown::default_capacity_per_thread);
+  gate g;
+  {
+    response_scope holder(rt);
+    holder.defer(g.task());
+    complete(holder);
+  }
+  ASSERT_TRUE(g.started.wait());
+  std::uint64_t request = 0;
+  {
+    response_scope scope(rt);
+    request = scope.id();
+    for (std::size_t i = 0; i < crosstown::default_capacity_per_thread; ++i) scope.defer([] {});
+    complete(scope);  // one more than fits with the gate
+  }
+  EXPECT_FALSE(rt.accepting());
+  const auto last = static_cast<std::uint32_t>(crosstown::default_capacity_per_thread - 1);
+  EXPECT_THAT(lost.seen(),
+              ElementsAre(lost_task{request, last, "", task_state::rejected_by_overflow}));
+  g.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.count(task_state::rejected_by_overflow), 1u);
+  EXPECT_EQ(m.count(task_state::ran), crosstown::default_capacity_per_thread);
+  EXPECT_EQ(m.registered, m.terminal());
+}
+
+TEST(RuntimeBackpressure, UnboundedCapacityHoldsEverything) {
+  runtime rt({.threads = 1, .queue_capacity = crosstown::unbounded});
+  gate g;
+  {
+    response_scope holder(rt);
+    holder.defer(g.task());
+    complete(holder);
+  }
+  ASSERT_TRUE(g.started.wait());
+  constexpr std::size_t tasks = 3 * crosstown::default_capacity_per_thread;
+  {
+    response_scope scope(rt);
+    for (std::size_t i = 0; i < tasks; ++i) scope.defer([] {});
+    complete(scope);
+  }
+  EXPECT_TRUE(rt.accepting());
+  EXPECT_EQ(rt.pressure(), 0.0);
+  EXPECT_EQ(rt.pool().queue_depth(), tasks);
+  g.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(rt.metrics().count(task_state::ran), tasks + 1);
+  EXPECT_EQ(rt.metrics().count(task_state::rejected_by_overflow), 0u);
+}
+
+TEST(RuntimeBackpressure, BlockPolicyOnAnIoThreadRejectsTheExcessInsteadOfWaiting) {
+  lost_log lost;
+  runtime rt({.threads = 1,
+              .queue_capacity = 2,
+              .overflow = overflow_policy::block,
+              .on_lost = lost.hook()});
+  gate g;
+  {
+    response_scope holder(rt);
+    holder.defer(g.task());
+    complete(holder);
+  }
+  ASSERT_TRUE(g.started.wait());
+  std::uint64_t request = 0;
+  background io_thread([&] {
+    const crosstown::io_thread_guard marked;
+    EXPECT_TRUE(crosstown::on_io_thread());
+    response_scope scope(rt);
+    request = scope.id();
+    for (const char* name : {"fits", "over-1", "over-2"}) scope.defer([] {}, {.name = name});
+    complete(scope);
+  });
+  EXPECT_TRUE(io_thread.wait_done()) << "block made an I/O thread wait";
+  EXPECT_EQ(rt.pool().io_thread_refusals(), 1u);
+  EXPECT_THAT(lost.seen(),
+              ElementsAre(lost_task{request, 1, "over-1", task_state::rejected_by_overflow},
+                          lost_task{request, 2, "over-2", task_state::rejected_by_overflow}));
+  g.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.count(task_state::ran), 2u);
+  EXPECT_EQ(m.count(task_state::rejected_by_overflow), 2u);
+  EXPECT_EQ(m.registered, m.terminal());
+}
+
+TEST(RuntimeBackpressure, IoThreadGuardMarksOnlyItsThreadForItsLifetime) {
+  EXPECT_FALSE(crosstown::on_io_thread());
+  {
+    const crosstown::io_thread_guard outer;
+    EXPECT_TRUE(crosstown::on_io_thread());
+    {
+      const crosstown::io_thread_guard inner;
+      EXPECT_TRUE(crosstown::on_io_thread());
+    }
+    EXPECT_TRUE(crosstown::on_io_thread()) << "guards nest";
+    std::atomic<bool> elsewhere{true};
+    background other([&] { elsewhere = crosstown::on_io_thread(); });
+    ASSERT_TRUE(other.wait_done());
+    EXPECT_FALSE(elsewhere.load());
+  }
+  EXPECT_FALSE(crosstown::on_io_thread());
+}
+
 }  // namespace

@@ -6,6 +6,7 @@
 #include <crosstown/thread_pool.hpp>
 
 #include <crosstown/executor.hpp>
+#include <crosstown/fault.hpp>
 #include <crosstown/job.hpp>
 #include <crosstown/metrics.hpp>
 #include <crosstown/response_scope.hpp>
@@ -13,6 +14,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -307,6 +309,129 @@ TEST(ThreadPool, WorkerSurvivesAThrowingTask) {
   EXPECT_TRUE(ran_on_worker.load()) << "the only worker still runs tasks";
   EXPECT_EQ(rt.metrics().count(crosstown::task_state::failed), 1u);
   EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 1u);
+}
+
+// --- scheduling: one task at a time, in order, visible until it starts ------------------------
+
+TEST(ThreadPool, IdleWorkerTakesTasksQueuedBehindASlowOne) {
+  // One slow task then 99 trivial ones in one response, two workers: while the slow one runs,
+  // the other worker runs all 99 (none waits in the slow worker's share of the batch).
+  runtime rt({.threads = 2});
+  gate slow;
+  std::atomic<int> ran{0};
+  event all_ran;
+  std::vector<int> order;  // written by the one free worker only
+  {
+    response_scope scope(rt);
+    scope.defer(slow.task(), {.name = "slow"});
+    for (int i = 0; i < 99; ++i) {
+      scope.defer([&, i] {
+        order.push_back(i);
+        if (++ran == 99) all_ran.set();
+      });
+    }
+    complete(scope);
+  }
+  ASSERT_TRUE(slow.started.wait());
+  EXPECT_TRUE(all_ran.wait()) << "only " << ran.load() << " of 99 ran while a worker was idle";
+  EXPECT_FALSE(slow.finished.load()) << "the slow task still holds its worker";
+  EXPECT_EQ(rt.pool().queue_depth(), 0u);
+  ASSERT_EQ(order.size(), 99u);
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << "they started in registration order";
+  slow.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(rt.metrics().count(task_state::ran), 100u);
+  EXPECT_FALSE(slow.timed_out.load());
+}
+
+TEST(ThreadPool, QueueDepthCountsEveryTaskNotStarted) {
+  // Two workers held by the first two tasks of a batch of twelve: the other ten have not
+  // started, and all ten are in the queue depth (none hidden in a worker's claimed share).
+  runtime rt({.threads = 2});
+  gate first;
+  gate second;
+  {
+    response_scope scope(rt);
+    scope.defer(first.task());
+    scope.defer(second.task());
+    for (int i = 0; i < 10; ++i) scope.defer([] {});
+    complete(scope);
+  }
+  ASSERT_TRUE(first.started.wait());
+  ASSERT_TRUE(second.started.wait());
+  EXPECT_EQ(rt.pool().queue_depth(), 10u);
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.pool_queue_depth, 10u);
+  EXPECT_EQ(m.queued, 10u);
+  EXPECT_EQ(m.in_flight, 2u);
+  const auto report = rt.pool().drain(clock_type::now());
+  EXPECT_EQ(report.running, 2u);
+  EXPECT_EQ(report.queued, 10u);
+  EXPECT_EQ(report.unfinished.size(), 12u);
+  first.opened.set();
+  second.opened.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(rt.metrics().count(task_state::ran), 12u);
+}
+
+// Stalls the worker it is installed on at "thread_pool.take", inside the lock the workers
+// take work under, until released.
+class stall_at_take final : public crosstown::fault::injector {
+ public:
+  bool should_fail(std::string_view site) noexcept override {
+    if (site != "thread_pool.take" || done_.exchange(true)) return false;
+    stalled.set();
+    if (!release.wait()) timed_out = true;
+    return false;
+  }
+  event stalled;
+  event release;
+  std::atomic<bool> timed_out{false};
+
+ private:
+  std::atomic<bool> done_{false};
+};
+
+TEST(ThreadPool, HandoffDoesNotWaitForAWorkerStalledWhileTakingWork) {
+  // A low-priority worker preempted while it takes work must not delay the next hand-off: the
+  // hand-off takes no lock a worker holds.
+  stall_at_take stall;  // outlives the pool, whose worker holds a pointer to it
+  runtime rt({.threads = 1});
+  thread_pool pool({.threads = 1});
+  {
+    response_scope scope(rt);
+    // Installs the injector on the worker thread; it stalls at the worker's next take.
+    scope.defer([&stall] { crosstown::fault::current() = &stall; }, {.executor = pool});
+    complete(scope);
+  }
+  ASSERT_TRUE(stall.stalled.wait()) << "the worker never came back for work";
+  std::atomic<int> ran{0};
+  background producer([&] {
+    response_scope scope(rt);
+    for (int i = 0; i < 5; ++i) scope.defer([&ran] { ++ran; }, {.executor = pool});
+    complete(scope);
+  });
+  EXPECT_TRUE(producer.wait_done()) << "the hand-off waited for the stalled worker";
+  EXPECT_EQ(pool.queue_depth(), 5u);
+  EXPECT_EQ(ran.load(), 0);
+  stall.release.set();
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(ran.load(), 5);
+  EXPECT_FALSE(stall.timed_out.load());
+  pool.shutdown(clock_type::now() + deadline);
+}
+
+TEST(ThreadPool, LowestPriorityWorkersRunInTheIdleSchedulingClass) {
+  runtime rt({.threads = 1, .worker_lowest_priority = true});
+  std::atomic<int> policy{-1};
+  {
+    response_scope scope(rt);
+    scope.defer([&] { policy = ::sched_getscheduler(0); });
+    complete(scope);
+  }
+  ASSERT_TRUE(rt.drain_for(deadline).complete);
+  EXPECT_EQ(policy.load(), SCHED_IDLE);
+  EXPECT_NE(::sched_getscheduler(0), SCHED_IDLE) << "the thread handing over keeps its class";
 }
 
 // --- capacity and overflow -------------------------------------------------------------------

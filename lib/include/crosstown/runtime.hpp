@@ -12,10 +12,19 @@
 // Hooks are called on the thread where the event happens (pool workers included),
 // concurrently; they must be thread-safe and should be quick. A hook that throws is ignored.
 //
+// Backpressure: the pool holds at most `queue_capacity` unfinished tasks (by default 8192 per
+// pool thread); beyond it the overflow policy applies (by default `reject`: counted and
+// reported). `accepting()` and `pressure()` let a server refuse a request before it defers.
+//
 // Destruction: the pool stops accepting work; queued work runs to completion (or, with
 // `shutdown_timeout`, until that timeout, after which what is still queued is dropped - each
-// task counted and reported to `on_lost`, never lost silently). Scopes, connections and
-// executors holding this runtime's tasks must be destroyed before it.
+// task counted and reported to `on_lost`, never lost silently). A task still running then
+// cannot be stopped: `thread_pool::abandon_grace` (100 ms) later its worker is abandoned - the
+// task is reported to `on_lost` with `task_state::running` and the destructor returns; the
+// task finishes on its own thread, which keeps the runtime's accounting alive, and the hooks
+// are no longer called for it. So the destructor returns within `shutdown_timeout` plus the
+// time to report the dropped tasks plus `abandon_grace`. Scopes, connections and executors
+// holding this runtime's tasks must be destroyed before it.
 #pragma once
 
 #include <crosstown/detail/core_key.hpp>
@@ -36,6 +45,7 @@ namespace crosstown {
 namespace detail {
 class ledger;
 class io_runtime;
+struct hook_gate;
 }  // namespace detail
 
 class awaitable_executor;
@@ -44,14 +54,18 @@ class task_clock;
 struct runtime_options {
   /// Pool threads; 0 means `std::thread::hardware_concurrency()` (at least 1).
   std::size_t threads = 0;
-  /// Most unfinished tasks the pool holds; 0 means unbounded.
+  /// Most unfinished tasks (queued or running) the pool holds; 0 means
+  /// `default_capacity_per_thread` (8192) x pool threads; `crosstown::unbounded` for no limit.
   std::size_t queue_capacity = 0;
-  /// What the pool does with tasks beyond `queue_capacity`.
-  overflow_policy overflow = overflow_policy::block;
+  /// What the pool does with tasks beyond `queue_capacity` (see thread_pool.hpp; `block` is
+  /// refused on a thread marked by `io_thread_guard`).
+  overflow_policy overflow = overflow_policy::reject;
   /// Niceness of the pool's workers, 0-19 (see thread_pool_options::nice): raise it so that
-  /// deferred work yields the CPU to the threads serving requests. Measure first: a worker
-  /// preempted while it holds the pool's lock delays the next hand-off (README, "Priority").
+  /// deferred work yields the CPU to the threads serving requests (README, "Priority").
   int worker_nice = 0;
+  /// Run the pool's workers in the lowest scheduling class (SCHED_IDLE on Linux; see
+  /// thread_pool_options::lowest_priority). Supersedes `worker_nice`.
+  bool worker_lowest_priority = false;
   /// Called when a task throws. Empty: a line on stderr.
   std::function<void(const task_failure&)> on_error{};
   /// Called when a task is rejected by overflow or dropped at shutdown. Empty: a line on stderr.
@@ -135,7 +149,9 @@ class runtime {
 
  private:
   std::optional<clock::duration> shutdown_timeout_;
-  std::unique_ptr<detail::ledger> ledger_;  // declared before pool_: outlives its jobs
+  std::shared_ptr<detail::hook_gate> hooks_;  // stops the hooks at destruction (runtime.cpp)
+  // Shared with the pool: a worker abandoned at shutdown keeps it alive while its task ends.
+  std::shared_ptr<detail::ledger> ledger_;  // declared before pool_: outlives its jobs
   std::unique_ptr<thread_pool> pool_;
   std::atomic<std::uint64_t> next_request_id_{1};
   std::atomic<executor*> redirect_{nullptr};
