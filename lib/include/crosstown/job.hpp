@@ -102,6 +102,10 @@ class job {
   /// Internal, called by the hand-off: the job now counts as queued.
   void mark_handed_off(detail::core_key) noexcept { handed_off_ = true; }
 
+  /// The task this job will run (empty once finished), so an executor can inspect it with
+  /// `task::target<F>()` before running it; the job still counts when it is run or dropped.
+  task& work() noexcept { return fn_; }
+
   task_info info() const noexcept { return {request_id_, index_, name_.view()}; }
   /// True once the job has reached a terminal state (or was moved from).
   bool finished() const noexcept { return ledger_ == nullptr; }

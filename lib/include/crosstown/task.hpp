@@ -79,6 +79,15 @@ class task {
   /// Runs the callable. Exceptions propagate to the caller. Precondition: `*this` is not empty.
   void operator()() { ops_->invoke(storage_); }
 
+  /// The held callable if it is of type `F` (exactly), else null - for an executor that reads
+  /// what a task carries before running it (the Redis publisher reads a durable task's payload).
+  template <class F>
+  F* target() noexcept {
+    if (ops_ == &inline_ops<F>) return std::launder(reinterpret_cast<F*>(storage_));
+    if (ops_ == &heap_ops<F>) return *std::launder(reinterpret_cast<F**>(storage_));
+    return nullptr;
+  }
+
   /// Internal: the plan of a task deferred as an awaitable or with a lane or timeout
   /// (detail/task_plan.hpp); null for every other callable.
   detail::task_plan* plan() const noexcept {
