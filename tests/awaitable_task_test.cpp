@@ -11,9 +11,12 @@
 #include <crosstown/runtime.hpp>
 #include <crosstown/testing/awaitable.hpp>
 #include <crosstown/testing/harness.hpp>
+#include <crosstown/testing/sync_mode.hpp>
 
 #include <gtest/gtest.h>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "test_support.hpp"
@@ -247,6 +250,20 @@ TEST_F(AwaitableTaskTest, FailureBeforeTheTimeoutIsFailedAtOnceNotAfterTheTimeou
   EXPECT_EQ(rt_.metrics().count(task_state::failed), 1u);
 }
 
+TEST_F(AwaitableTaskTest, FactoryThrowingBeforeItsCoroutineExistsIsFailed) {
+  // Not a coroutine: the factory throws while making the awaitable.
+  auto factory = []() -> awaitable<void> { throw std::runtime_error("no connection"); };
+  response_scope s(rt_);
+  s.defer(factory);
+  s.defer(factory, {.timeout = 1s});
+  respond(s);
+  io_.poll();
+  EXPECT_EQ(rt_.metrics().count(task_state::failed), 2u);
+  EXPECT_EQ(rt_.metrics().count(task_state::dropped_at_shutdown), 0u);
+  ASSERT_EQ(seen_.failures.size(), 2u);
+  EXPECT_EQ(seen_.failures[1].message, "no connection");
+}
+
 TEST_F(AwaitableTaskTest, BlockingOverrunIsReportedWhileTheTaskRunsAndCounted) {
   crosstown::manual_executor manual;
   bool running = false;
@@ -316,6 +333,32 @@ TEST(AwaitableTaskHarness, HarnessStepsAwaitableTasksWithTheRulesKept) {
   ASSERT_NE(h.find("call"), nullptr);
   EXPECT_EQ(h.find("call")->state, task_state::timed_out);
   EXPECT_TRUE(h.find("call")->after_response);
+}
+
+TEST(AwaitableTaskSyncMode, SynchronousModeStartsAwaitableTasksAtTheResponseWithTheRulesKept) {
+  runtime rt({.threads = 1});
+  awaitable_driver io(rt);
+  crosstown::testkit::run_deferred_synchronously sync(rt);
+  int done = 0;
+  auto call = [&]() -> awaitable<void> {
+    co_await io.clock().wait(1s);
+    ++done;
+  };
+  {
+    response_scope s(rt);
+    s.defer(call);
+    respond(s, 404);  // still skipped
+  }
+  {
+    response_scope s(rt);
+    s.defer(call);
+    respond(s);
+  }
+  EXPECT_EQ(rt.metrics().count(task_state::skipped_by_status), 1u);
+  EXPECT_EQ(rt.metrics().in_flight, 1u) << "started inline at the response, now suspended";
+  io.advance(1s);
+  EXPECT_EQ(done, 1);
+  EXPECT_EQ(rt.metrics().count(task_state::ran), 1u);
 }
 
 // The ids of this process's threads with that name (Linux).
@@ -400,6 +443,15 @@ TEST(AwaitableTaskThreads, ConcurrentRequestsThroughALaneKeepTheLimitAndTheAccou
               co_return;
             },
             {.lane = "api"});
+        // A timeout that fires (the body's timer is cancelled from the timeout's side) and a
+        // blocking task whose overrun watch is cancelled when it ends, both across threads.
+        s.defer(
+            []() -> awaitable<void> {
+              boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, 1h);
+              co_await t.async_wait(boost::asio::use_awaitable);
+            },
+            {.lane = "api", .timeout = 1ms});
+        s.defer([] {}, {.timeout = 1h});
         respond(s);
       }
     };
@@ -412,12 +464,15 @@ TEST(AwaitableTaskThreads, ConcurrentRequestsThroughALaneKeepTheLimitAndTheAccou
     lane_seen = rt.lane_metrics().at(0);
   }
   EXPECT_LE(peak.load(), limit);
-  EXPECT_EQ(m.registered, 6u * per_thread);
+  EXPECT_EQ(m.registered, 10u * per_thread);
   EXPECT_EQ(m.registered, m.terminal());
-  EXPECT_EQ(m.count(task_state::ran), 4u * per_thread);
+  EXPECT_EQ(m.count(task_state::ran), 6u * per_thread);
   EXPECT_EQ(m.count(task_state::failed), 2u * per_thread);
-  EXPECT_EQ(failed.load(), 2 * per_thread);
-  EXPECT_EQ(lane_seen.admitted, 6u * per_thread);
+  EXPECT_EQ(m.count(task_state::timed_out), 2u * per_thread);
+  EXPECT_EQ(m.overruns, 0u);
+  EXPECT_EQ(failed.load(), 4 * per_thread) << "failures and timeouts are reported";
+  EXPECT_EQ(lane_seen.admitted, 8u * per_thread);
+  EXPECT_EQ(lane_seen.count(task_state::timed_out), 2u * per_thread);
   EXPECT_EQ(lane_seen.in_flight, 0u);
   EXPECT_EQ(lane_seen.count(task_state::ran), 4u * per_thread);
 }

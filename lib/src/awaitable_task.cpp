@@ -12,6 +12,7 @@
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -104,7 +105,11 @@ asio::awaitable<void> run_awaitable(detail::io_runtime& io, running_job work, li
   std::exception_ptr last;
   task_state outcome = task_state::ran;
   for (std::uint32_t attempts = 1;; ++attempts) {
-    last = co_await attempt(plan, clock);
+    try {
+      last = co_await attempt(plan, clock);
+    } catch (...) {
+      last = std::current_exception();  // the factory itself threw, or the race could not start
+    }
     if (!last) {
       outcome = task_state::ran;
       break;
@@ -291,13 +296,13 @@ asio::any_io_executor io_runtime::spawn_executor() {
   if (!io_) {
     io_ = std::make_unique<asio::io_context>();
     work_.emplace(io_->get_executor());
+    asio::io_context* context = io_.get();  // outlives the threads: joined before it goes
     for (std::size_t i = 0; i < threads_; ++i) {
-      pool_.emplace_back([this] {
+      pool_.emplace_back([context] { context->run(); });
 #if defined(__linux__)
-        ::pthread_setname_np(::pthread_self(), "crosstown-io");
+      // Named from here, so the name is set once the first awaitable task has been started.
+      ::pthread_setname_np(pool_.back().native_handle(), "crosstown-io");
 #endif
-        io_->run();
-      });
     }
   }
   return io_->get_executor();
@@ -319,6 +324,12 @@ void io_runtime::start_awaitable(job&& work) noexcept {
   }
   try {
     asio::any_io_executor ex = spawn_executor();
+    // A timeout races the body against a timer, and the winner cancels the loser: on an
+    // executor with several threads both must run on one strand, or the cancellation could
+    // meet the other coroutine running.
+    if (io_runtime::plan_of(work).timeout > std::chrono::nanoseconds::zero()) {
+      ex = asio::make_strand(ex);
+    }
     live_.fetch_add(1, std::memory_order_relaxed);
     live_token token(*this);
     // Counted running from here: the coroutine owns the job and records its outcome.
@@ -342,7 +353,7 @@ void io_runtime::run_blocking(job&& work) noexcept {
       watch->info = running.info();
       watch->name = std::string(running.info().name);
       watch->ledger = running.ledger();
-      watch->ex = spawn_executor();
+      watch->ex = asio::make_strand(spawn_executor());  // `stop` is emitted on the same strand
       live_.fetch_add(1, std::memory_order_relaxed);
       live_token token(*this);
       asio::co_spawn(watch->ex, watch_overrun(*this, watch, std::move(token)),

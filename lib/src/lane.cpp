@@ -29,7 +29,12 @@ bool lane_state::arrive(job& work, task_plan& plan) noexcept {
     plan.holds_slot = true;
     return true;
   }
-  if (waiting_.size() >= options_.capacity || io_.stopping()) {
+  if (io_.stopping()) {
+    lock.unlock();
+    work.drop();  // counted dropped_at_shutdown, here and in the ledger
+    return false;
+  }
+  if (waiting_.size() >= options_.capacity) {
     lock.unlock();
     // Counted by the plan's destructor (in completed_) and by the ledger.
     work.reject();

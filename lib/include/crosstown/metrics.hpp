@@ -123,8 +123,9 @@ std::ostream& operator<<(std::ostream& out, const metrics_snapshot& m);
 
 /// The snapshot in Prometheus text exposition format (0.0.4): `<prefix>_tasks_registered_total`,
 /// `<prefix>_tasks_total{state="..."}` for each terminal state, and the gauges
-/// `<prefix>_tasks_queued`, `<prefix>_tasks_in_flight`, `<prefix>_pool_queue_depth`, each with
-/// its HELP and TYPE lines.
+/// `<prefix>_tasks_queued`, `<prefix>_tasks_in_flight`, `<prefix>_pool_queue_depth`, and the
+/// counters `<prefix>_task_retries_total`, `<prefix>_task_overruns_total`, each with its HELP
+/// and TYPE lines. Lanes: the overload in lane.hpp.
 std::string to_prometheus(const metrics_snapshot& m, std::string_view prefix = "crosstown");
 
 /// What `drain` or `shutdown` found when it returned.

@@ -27,6 +27,12 @@ template <class F>
 concept carries_plan = requires(const F& f) {
   { f.crosstown_plan() } noexcept -> std::same_as<task_plan*>;
 };
+// A callable whose result looks like boost::asio::awaitable (its value and executor types).
+template <class F>
+concept returns_coroutine = requires {
+  typename std::invoke_result_t<F&>::value_type;
+  typename std::invoke_result_t<F&>::executor_type;
+};
 }  // namespace detail
 
 class task {
@@ -49,6 +55,9 @@ class task {
            std::is_constructible_v<std::decay_t<F>, F>)
       task(F&& fn) {  // NOLINT(google-explicit-constructor): a closure *is* a task
     using stored = std::decay_t<F>;
+    static_assert(!detail::returns_coroutine<stored>,
+                  "crosstown::task: this callable returns a coroutine (boost::asio::awaitable) "
+                  "that a task would discard; defer it with response_scope::defer");
     if constexpr (stored_inline<stored>) {
       ::new (static_cast<void*>(storage_)) stored(std::forward<F>(fn));
       ops_ = &inline_ops<stored>;
