@@ -11,6 +11,11 @@
 //                  pool after the response's last byte was written.
 //   a_defer_nice19 the same, with the runtime's workers at niceness 19
 //                  (`runtime_options::worker_nice`), so they yield the CPU to the I/O thread.
+//   a_defer_idle   the same, with the runtime's workers in the lowest scheduling class
+//                  (`runtime_options::worker_lowest_priority`: SCHED_IDLE on Linux).
+//                  The a variants' runtimes are unbounded (`queue_capacity = unbounded`): a
+//                  closed-loop round defers 80,000 tasks, more than the default bound, and a
+//                  rejected task would never count down the round's work.
 //   b_no_work      the same handler with no deferred work (the request's scope is still
 //                  created, told the status and the write, and ended).
 //   c_post_before  the naive alternative: `asio::post`s the 100 tasks to a 2-thread
@@ -26,7 +31,7 @@
 //
 // Client, same process: 8 keep-alive connections on its own io_context and ONE thread, one
 // request in flight per connection (no pipelining). The request bytes are pre-serialized. Two
-// load modes, each a benchmark family with the same five variants:
+// load modes, each a benchmark family with the same six variants:
 //
 //   no_drag/<variant>       CLOSED LOOP, saturating: each connection sends its requests back
 //                           to back (the next request is written as soon as the previous
@@ -234,12 +239,13 @@ double measure_task_us() {
 
 // ---- variants ------------------------------------------------------------------------------
 
-enum class variant : std::uint8_t { defer, defer_nice, none, post_before, run_inline };
+enum class variant : std::uint8_t { defer, defer_nice, defer_idle, none, post_before, run_inline };
 
 const char* key_of(variant v) {
   switch (v) {
     case variant::defer: return "a_defer";
     case variant::defer_nice: return "a_defer_nice19";
+    case variant::defer_idle: return "a_defer_idle";
     case variant::none: return "b_no_work";
     case variant::post_before: return "c_post_before";
     case variant::run_inline: return "d_inline";
@@ -488,8 +494,11 @@ void run_variant(benchmark::State& state, variant v, load mode) {
   work_tracker tracker;  // declared first: outlives every pool that runs tasks
   // a_defer_nice19: the same runtime with its workers at niceness 19 (runtime_options::
   // worker_nice), so the deferred work yields the CPU to the I/O thread.
-  crosstown::runtime rt(
-      {.threads = pool_threads, .worker_nice = v == variant::defer_nice ? 19 : 0});
+  // a_defer_idle: the workers in the lowest scheduling class (SCHED_IDLE).
+  crosstown::runtime rt({.threads = pool_threads,
+                         .queue_capacity = crosstown::unbounded,
+                         .worker_nice = v == variant::defer_nice ? 19 : 0,
+                         .worker_lowest_priority = v == variant::defer_idle});
   std::optional<net::thread_pool> naive_pool;
   if (v == variant::post_before) naive_pool.emplace(pool_threads);
 
@@ -500,6 +509,7 @@ void run_variant(benchmark::State& state, variant v, load mode) {
     switch (v) {
       case variant::defer:
       case variant::defer_nice:
+      case variant::defer_idle:
         tracker.add(tasks_per_request);
         for (int i = 0; i < tasks_per_request; ++i) {
           context.scope.defer(short_task{&tracker, seed + static_cast<std::uint64_t>(i)});
@@ -626,11 +636,13 @@ void write_csvs() {
 
 BENCHMARK_CAPTURE(no_drag, a_defer, variant::defer)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag, a_defer_nice19, variant::defer_nice)->Apply(configure);
+BENCHMARK_CAPTURE(no_drag, a_defer_idle, variant::defer_idle)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag, b_no_work, variant::none)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag, c_post_before, variant::post_before)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag, d_inline, variant::run_inline)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag_rate, a_defer, variant::defer)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag_rate, a_defer_nice19, variant::defer_nice)->Apply(configure);
+BENCHMARK_CAPTURE(no_drag_rate, a_defer_idle, variant::defer_idle)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag_rate, b_no_work, variant::none)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag_rate, c_post_before, variant::post_before)->Apply(configure);
 BENCHMARK_CAPTURE(no_drag_rate, d_inline, variant::run_inline)->Apply(configure);
@@ -688,12 +700,14 @@ int main(int argc, char** argv) {
   auto run = [](const char* key) { return std::string("no_drag/") + key + "/real_time"; };
   const std::string a = run("a_defer");
   const std::string a10 = run("a_defer_nice19");
+  const std::string ai = run("a_defer_idle");
   const std::string b = run("b_no_work");
   const std::string c = run("c_post_before");
   const std::string d = run("d_inline");
   auto rate_run = [](const char* key) { return std::string("no_drag_rate/") + key + "/real_time"; };
   const std::string ra = rate_run("a_defer");
   const std::string ra10 = rate_run("a_defer_nice19");
+  const std::string rai = rate_run("a_defer_idle");
   const std::string rb = rate_run("b_no_work");
   const std::string rc = rate_run("c_post_before");
   const std::string rd = rate_run("d_inline");
@@ -725,6 +739,22 @@ int main(int argc, char** argv) {
            .metric = "p50_us"},
           {.label = "4a defer, workers at nice 19 / 4b no work, requests/s",
            .subject = a10,
+           .baseline = b,
+           .metric = "req_per_s"},
+          {.label = "4a defer, SCHED_IDLE workers / 4b no work, p99 latency",
+           .subject = ai,
+           .baseline = b,
+           .metric = "p99_us",
+           .op = "<=",
+           .bound = 1.5,
+           .note = "closed-loop target of issue 11 (no drag), with "
+                   "runtime_options::worker_lowest_priority"},
+          {.label = "4a defer, SCHED_IDLE workers / 4b no work, p50 latency",
+           .subject = ai,
+           .baseline = b,
+           .metric = "p50_us"},
+          {.label = "4a defer, SCHED_IDLE workers / 4b no work, requests/s",
+           .subject = ai,
            .baseline = b,
            .metric = "req_per_s"},
           {.label = "4a defer / 4b no work, requests/s",
@@ -790,6 +820,17 @@ int main(int argc, char** argv) {
            .note = "the same target, with runtime_options::worker_nice = 19"},
           {.label = "4a nice 19/4b p50 at fixed rate",
            .subject = ra10,
+           .baseline = rb,
+           .metric = "p50_us"},
+          {.label = "4a SCHED_IDLE/4b p99 at fixed rate",
+           .subject = rai,
+           .baseline = rb,
+           .metric = "p99_us",
+           .op = "<=",
+           .bound = 1.10,
+           .note = "the same target, with runtime_options::worker_lowest_priority"},
+          {.label = "4a SCHED_IDLE/4b p50 at fixed rate",
+           .subject = rai,
            .baseline = rb,
            .metric = "p50_us"},
           {.label = "4c/4b p99 at fixed rate", .subject = rc, .baseline = rb, .metric = "p99_us"},
