@@ -246,7 +246,8 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
     self->link_ = link::up;
     self->connected_.store(true, std::memory_order_relaxed);
     self->connects_.fetch_add(1, std::memory_order_relaxed);
-    self->next_delay_ = self->options_.reconnect_initial;
+    // The backoff resets with the first reply, not here: a Redis that accepts connections
+    // while it loads its data answers every append with LOADING.
     self->pump();
     self->arm_watchdog();
   }
@@ -336,6 +337,17 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
     self->sent_.pop_front();
     self->unacknowledged_.fetch_sub(1, std::memory_order_relaxed);
     self->last_progress_ = clock::now();
+    if (reply->type == REDIS_REPLY_ERROR && transient(std::string_view(reply->str, reply->len))) {
+      // Redis is up but cannot take writes yet (loading its AOF after a restart, a busy
+      // script, a replica promoting): not the task's fault. Send it again after a reconnect.
+      self->last_error_ = std::string(reply->str, reply->len);
+      self->sent_.push_front(std::move(t));
+      self->unacknowledged_.fetch_add(1, std::memory_order_relaxed);
+      self->drop_connection();  // inside a callback: hiredis frees the context afterwards
+      self->lost();
+      return;
+    }
+    self->next_delay_ = self->options_.reconnect_initial;
     if (reply->type == REDIS_REPLY_ERROR) {
       std::string why = "Redis refused the append to \"" + t.stream +
                         "\": " + std::string(reply->str, reply->len);
@@ -346,6 +358,13 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
       t.work.run();  // counts ran: Redis has it
     }
     self->pump();
+  }
+
+  static bool transient(std::string_view error) noexcept {
+    for (std::string_view code : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"}) {
+      if (error.starts_with(code)) return true;
+    }
+    return false;
   }
 
   // While anything is held: command timeout and backlog deadline.

@@ -299,7 +299,9 @@ TEST(RedisPublisher, RestartingRedisMidLoadLosesNoAcknowledgedTask) {
   server.kill9();
   server.start();
   load.join();
-  ASSERT_TRUE(eventually([&] { return web.count(task_state::ran) == responses * per_response; }));
+  ASSERT_TRUE(eventually([&] { return web.count(task_state::ran) == responses * per_response; }))
+      << web.rt().metrics() << "\n"
+      << web.pub().metrics();
   EXPECT_GE(acknowledged_before_kill, 500u);
   EXPECT_EQ(web.count(task_state::failed), 0u);
   connection c = server.connect();
