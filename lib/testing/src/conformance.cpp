@@ -1,13 +1,12 @@
 // The conformance kit's checks (crosstown/testing/conformance.hpp).
 //
 // The proof that a task started after its response's last byte was accepted is taken on the
-// server's side, from the kernel: the kit's handler finds the server's socket of the request's
-// connection (the client names its own port in the query, `conn=`), and each task, when it
-// starts, reads how many bytes the process has written to that socket so far - bytes acked
-// plus bytes still queued (TCP_INFO's tcpi_bytes_acked + SIOCOUTQ, read queue first, so the
-// sum never falls short of what was written when the task started). The client knows where
-// each response ends on the connection; a task of that response must see at least that many.
-// Responses are large (up to 16 MiB) next to what the kernel buffers (the client shrinks its
+// server's side, from the kernel: the client names its own port in the query (`conn=`), and
+// each task, when it starts, asks the kernel (sock_diag over netlink, by the connection's
+// 4-tuple) how many bytes the process has written to the server's end of that connection so
+// far - bytes acked plus the write queue (tcp_info's tcpi_bytes_acked + idiag_wqueue). The client
+// knows where each response ends on the connection; a task of that response must see at least that
+// many. Responses are large (up to 16 MiB) next to what the kernel buffers (the client shrinks its
 // receive buffer), so a task released before its write completed sees far fewer.
 #include <crosstown/testing/conformance.hpp>
 
@@ -18,13 +17,13 @@
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
-#include <dirent.h>
-#include <linux/sockios.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -53,57 +52,69 @@ using namespace std::string_literals;
 using clock_type = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------------------------
-// The server's socket, seen from inside the process.
+// The server's socket, seen by the kernel.
 
 unsigned short port_of(const sockaddr_in& a) { return ntohs(a.sin_port); }
 
-bool is_socket(int fd) {
-  struct stat st {};
-  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
-bool endpoints_match(int fd, unsigned short local_port, unsigned short peer_port) {
-  sockaddr_in local{};
-  sockaddr_in peer{};
-  socklen_t len = sizeof local;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return false;
-  if (local.sin_family != AF_INET) return false;
-  len = sizeof peer;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return false;
-  return port_of(local) == local_port && port_of(peer) == peer_port;
-}
-
-// The fd of the server's end of the connection whose client port is `client_port`; -1 if none.
-int find_server_socket(unsigned short server_port, unsigned short client_port) {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int found = -1;
-  const int own = ::dirfd(dir);
-  while (dirent* entry = ::readdir(dir)) {
-    int fd = -1;
-    const std::string_view name = entry->d_name;
-    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc{}) continue;
-    if (fd == own || !is_socket(fd)) continue;
-    if (endpoints_match(fd, server_port, client_port)) {
-      found = fd;
-      break;
+// Bytes the process has written to the server's end of the connection 127.0.0.1:server_port
+// <-> 127.0.0.1:client_port: the kernel's bytes acked plus its write queue (write_seq -
+// snd_una), both from one sock_diag answer. Asked by 4-tuple over netlink, so the kit never
+// touches the server's file descriptors (which its threads may be closing). Empty if the
+// kernel has no such socket.
+std::optional<std::uint64_t> written_to(unsigned short server_port, unsigned short client_port) {
+  const int nl = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return std::nullopt;
+  struct {
+    nlmsghdr header;
+    inet_diag_req_v2 request;
+  } ask{};
+  ask.header.nlmsg_len = sizeof ask;
+  ask.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  ask.header.nlmsg_flags = NLM_F_REQUEST;
+  ask.request.sdiag_family = AF_INET;
+  ask.request.sdiag_protocol = IPPROTO_TCP;
+  ask.request.idiag_states = ~0u;
+  ask.request.idiag_ext = 1u << (INET_DIAG_INFO - 1);
+  ask.request.id.idiag_sport = htons(server_port);
+  ask.request.id.idiag_dport = htons(client_port);
+  ask.request.id.idiag_src[0] = htonl(INADDR_LOOPBACK);
+  ask.request.id.idiag_dst[0] = htonl(INADDR_LOOPBACK);
+  ask.request.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  ask.request.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  std::optional<std::uint64_t> result;
+  if (::send(nl, &ask, sizeof ask, 0) == static_cast<ssize_t>(sizeof ask)) {
+    alignas(nlmsghdr) char answer[8192];
+    const ssize_t n = ::recv(nl, answer, sizeof answer, 0);
+    // The answer, parsed without the netlink macros (they use C casts): one nlmsghdr, the
+    // inet_diag_msg, then rtattrs, each aligned to 4 bytes.
+    constexpr std::size_t header_size = NLMSG_ALIGN(sizeof(nlmsghdr));
+    constexpr std::size_t attr_header = RTA_ALIGN(sizeof(rtattr));
+    nlmsghdr h{};
+    if (n >= static_cast<ssize_t>(header_size + sizeof(inet_diag_msg))) {
+      std::memcpy(&h, answer, sizeof h);
+    }
+    if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY && h.nlmsg_len <= static_cast<std::size_t>(n) &&
+        h.nlmsg_len >= header_size + sizeof(inet_diag_msg)) {
+      inet_diag_msg msg{};
+      std::memcpy(&msg, answer + header_size, sizeof msg);
+      const char* at = answer + header_size + NLMSG_ALIGN(sizeof msg);
+      const char* const end_of_answer = answer + h.nlmsg_len;
+      while (at + attr_header <= end_of_answer) {
+        rtattr a{};
+        std::memcpy(&a, at, sizeof a);
+        if (a.rta_len < attr_header || at + a.rta_len > end_of_answer) break;
+        if (a.rta_type == INET_DIAG_INFO) {
+          tcp_info info{};
+          std::memcpy(&info, at + attr_header,
+                      std::min(sizeof info, static_cast<std::size_t>(a.rta_len - attr_header)));
+          result = info.tcpi_bytes_acked + static_cast<std::uint64_t>(msg.idiag_wqueue);
+        }
+        at += RTA_ALIGN(a.rta_len);
+      }
     }
   }
-  ::closedir(dir);
-  return found;
-}
-
-// Bytes the process has written to the socket (acked + queued); empty if the fd no longer is
-// that connection's server end.
-std::optional<std::uint64_t> written_to(int fd, unsigned short server_port,
-                                        unsigned short client_port) {
-  if (fd < 0 || !endpoints_match(fd, server_port, client_port)) return std::nullopt;
-  int queued = 0;  // write_seq - snd_una: written, not yet acknowledged
-  if (::ioctl(fd, SIOCOUTQ, &queued) != 0) return std::nullopt;
-  tcp_info info{};
-  socklen_t len = sizeof info;
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return std::nullopt;
-  return info.tcpi_bytes_acked + static_cast<std::uint64_t>(queued);
+  ::close(nl);
+  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,14 +460,14 @@ class kit_state {
       throw std::invalid_argument("conformance kit: request without id= : " + r.target);
     }
     const auto client_port = static_cast<unsigned short>(query_number(r.target, "conn", 0));
-    const int fd = client_port != 0 ? find_server_socket(port_, client_port) : -1;
-    if (client_port != 0 && fd < 0) {
-      problem("no server socket found for client port " + std::to_string(client_port));
+    if (client_port != 0 && !written_to(port_, client_port)) {
+      problem("the kernel reports no server socket for client port " + std::to_string(client_port) +
+              " (is sock_diag available?)");
     }
-    auto recorder = [this, fd, client_port](std::string name) -> task {
-      return [this, fd, client_port, name = std::move(name)] {
+    auto recorder = [this, client_port](std::string name) -> task {
+      return [this, client_port, name = std::move(name)] {
         start_record s;
-        s.written = written_to(fd, port_, client_port);
+        s.written = written_to(port_, client_port);
         {
           std::lock_guard lock(mutex_);
           s.client_closed = closed_clients_.count(client_port) > 0;

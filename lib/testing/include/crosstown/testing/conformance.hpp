@@ -14,11 +14,11 @@
 // Each check is its own test, `MyServer/conformance.<Check>/my_server`. The checks (see
 // README, "Adapters"): tasks start only after the write that carried their response's last
 // byte completed - measured on the server's own socket (the kernel's count of bytes the
-// process wrote to it: TCP_INFO bytes_acked + SIOCOUTQ), so the proof needs no instrumented
-// stream - across keep-alive and pipelined requests, each request releasing only its own
-// tasks; the status the scope sees is the one on the wire, for the handler's statuses and the
-// server's own error paths (handler throws, unknown route); a client reset at a spread of byte
-// offsets in the headers and the body fails delivery exactly once; HEAD, empty bodies, a
+// process wrote to it, asked over sock_diag: tcpi_bytes_acked + the write queue), so the proof
+// needs no instrumented stream - across keep-alive and pipelined requests, each request releasing
+// only its own tasks; the status the scope sees is the one on the wire, for the handler's statuses
+// and the server's own error paths (handler throws, unknown route); a client reset at a spread of
+// byte offsets in the headers and the body fails delivery exactly once; HEAD, empty bodies, a
 // streamed body whose headers-phase tasks run before the body is complete; connection-phase
 // tasks after the close; a graceful stop that leaves every task in a terminal state.
 //
@@ -42,7 +42,7 @@
 // the limit's text, so the listing shows which checks pass.
 //
 // Bounds: every wait has a deadline (`conformance_deadline`); nothing sleeps. Linux only (the
-// socket probe reads /proc/self/fd and TCP_INFO).
+// socket probe is a NETLINK_SOCK_DIAG query).
 #pragma once
 
 #include <crosstown/response_scope.hpp>
