@@ -28,7 +28,7 @@ mkdir -p "$out"
 
 # Suite 4 writes its latency samples here; the plot below is drawn from them.
 export CROSSTOWN_LATENCY_CSV="$out/latency"
-for suite in registration dispatch first_task memory no_drag simulator; do
+for suite in registration dispatch first_task memory no_drag simulator io_deferral; do
   extra=()
   # Interleaving spreads a busy spell of the machine over suite 4's variants.
   [ "$suite" = no_drag ] && extra=(--benchmark_enable_random_interleaving=true)
