@@ -16,6 +16,32 @@ namespace crosstown::redis::test {
 namespace {
 
 const std::string test_process = CROSSTOWN_REDIS_TEST_PROCESS;
+const std::string worker_program = CROSSTOWN_WORKER_PROGRAM;
+
+TEST(RedisWorkerProgram, RunsTheBuiltInPhoneCallsAndStopsCleanlyOnSigterm) {
+  redis_server server;
+  connection c = server.connect();
+  child_process worker({worker_program, "--redis", "unix:" + server.socket_path(), "--metrics"},
+                       /*stdout_pipe=*/true);
+  c.command({"XADD", "crosstown:tasks", "*", "name", "phone-call", "payload",
+             R"({"to":"+15550100","call":1})", "key", "call-key-1", "attempt", "1"});
+  c.command({"XADD", "crosstown:tasks", "*", "name", "phone-call", "payload", R"({"no":1})", "key",
+             "call-key-2", "attempt", "1"});
+  ASSERT_TRUE(eventually([&] {
+    return integer(c, {"SISMEMBER", "crosstown:demo:placed", "call-key-1"}) == 1;
+  }));
+  ASSERT_TRUE(eventually([&] { return integer(c, {"XLEN", "crosstown:tasks:dead"}) == 1; }));
+  const int status = worker.terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  const auto dead = read_stream(c, "crosstown:tasks:dead");
+  EXPECT_THAT(field(dead[0], "reason"), testing::HasSubstr("a phone call needs {\"to\""));
+}
+
+TEST(RedisWorkerProgram, RejectsABadAddressWithTheReason) {
+  child_process worker({worker_program, "--redis", "localhost"});
+  const int status = worker.wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << "status " << status;
+}
 
 TEST(RedisCrash, AWorkerKilledMidTaskIsReplacedAfterTheVisibilityTimeoutAndTheTaskSucceedsOnce) {
   redis_server server;

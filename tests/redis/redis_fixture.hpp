@@ -127,6 +127,8 @@ class child_process {
   }
 
   void kill9() noexcept { signal_and_reap(SIGKILL); }
+  /// Waits for it to exit on its own (bounded by the test's timeout); the exit status.
+  int wait() noexcept { return signal_and_reap(0); }
   /// SIGTERM, then waits for the exit; the exit status (or -1).
   int terminate() noexcept { return signal_and_reap(SIGTERM); }
 
@@ -134,7 +136,7 @@ class child_process {
   int signal_and_reap(int sig) noexcept {
     int status = -1;
     if (pid_ > 0) {
-      ::kill(pid_, sig);
+      if (sig != 0) ::kill(pid_, sig);
       while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
       }
       pid_ = -1;
