@@ -162,6 +162,8 @@ TEST(RedisWorker, MalformedEntriesAreDeadLetteredWithTheReasonAndTheWorkerGoesOn
   add_entry(c, {"name", "record", "payload", "x", "key", "good"});
   ASSERT_TRUE(eventually([&] { return integer(c, {"SISMEMBER", "test:done", "good"}) == 1; }));
   ASSERT_TRUE(eventually([&] { return w.metrics().dead_lettered == 6; }));
+  // The handler's effect is visible before its XACK: wait for the acknowledgement too.
+  ASSERT_TRUE(eventually([&] { return w.metrics().acked == 1; }));
   const auto dead = read_stream(c, "crosstown:tasks:dead");
   ASSERT_THAT(dead, SizeIs(6));
   EXPECT_EQ(field(dead[0], "reason"), "malformed entry: no \"name\" field");
