@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <deque>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -283,6 +284,40 @@ TEST(SimAppTest, TinyBeastServerHoldsEveryInvariantForAThousandSeeds) {
   EXPECT_TRUE(r.ok()) << (r.failure ? sim::describe(*r.failure) : "");
   EXPECT_GT(r.responses, r.runs);  // responses went out
   EXPECT_GT(r.tasks_ran, r.runs);  // and deferred work ran
+}
+
+int threads_of_this_process() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+TEST(SimAppTest, ARunStartsNoThreadAndReadsNoRealClock) {
+  const int before = threads_of_this_process();
+  const auto start = std::chrono::steady_clock::now();
+  const sim::app_seeds_result r = run_tiny<bug::none>(5);
+  EXPECT_TRUE(r.ok());
+  EXPECT_EQ(threads_of_this_process(), before);
+  // Seconds of virtual time (the liveness budget) passed in much less real time.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(SimAppTest, SameSeedTwiceGivesTheSameJournal) {
+  auto book = std::make_shared<ledger>();
+  sim::app_config cfg;
+  cfg.determinism = true;
+  const sim::app_seeds_result r = sim::run_app_seeds(
+      cfg, 1, 30,
+      [book](sim::app_env& env) -> std::shared_ptr<void> {
+        *book = {};
+        return std::make_shared<server<bug::none>>(env, *book);
+      },
+      client);
+  EXPECT_TRUE(r.ok()) << (r.failure ? sim::describe(*r.failure) : "");
+  EXPECT_EQ(r.runs, 30U);
 }
 
 void expect_caught(const sim::app_seeds_result& r, const std::string& invariant) {
