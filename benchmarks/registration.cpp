@@ -239,6 +239,53 @@ void batches(benchmark::internal::Benchmark* b) {
   b->ArgName("per_scope")->Arg(1)->Arg(10)->Arg(100);
 }
 
+// Scale within one scope: N named tasks (each a distinct name), or N tasks each with its own
+// distinct no-go set, registered into one scope, then skipped by its end. Timed per scope;
+// Google Benchmark fits the growth (`_BigO` / `_RMS` rows): it must come out O(N), i.e. a
+// `defer` that is amortised O(1) whatever the names and sets (issue 10, item 6).
+void named_in_one_scope(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<std::string> names(n);
+  for (std::size_t i = 0; i < n; ++i) names[i] = "task-" + std::to_string(i);
+  crosstown::runtime& rt = shared_runtime();
+  for (auto _ : state) {
+    crosstown::response_scope scope(rt);
+    for (std::size_t i = 0; i < n; ++i) scope.defer(small_closure{&value}, {.name = names[i]});
+    state.PauseTiming();
+    scope.status_known(500);
+    scope.end();
+    state.ResumeTiming();
+  }
+  state.SetComplexityN(state.range(0));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
+}
+
+void distinct_no_go_sets_in_one_scope(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<crosstown::status_set> sets(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (int bit = 0; bit < 17; ++bit) {
+      if ((i >> bit) & 1U) sets[i].insert(100 + bit);
+    }
+  }
+  crosstown::runtime& rt = shared_runtime();
+  for (auto _ : state) {
+    crosstown::response_scope scope(rt);
+    for (std::size_t i = 0; i < n; ++i) scope.defer(small_closure{&value}, {.no_go = sets[i]});
+    state.PauseTiming();
+    scope.status_known(999);
+    scope.end();
+    state.ResumeTiming();
+  }
+  state.SetComplexityN(state.range(0));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
+}
+
+void scale(benchmark::internal::Benchmark* b) {
+  b->ArgName("tasks")->RangeMultiplier(4)->Range(1'000, 100'000);
+  b->Unit(benchmark::kMillisecond)->Complexity(benchmark::oN);
+}
+
 }  // namespace
 
 BENCHMARK(crosstown_defer<small_closure, false>)->Name("defer/closure8")->Apply(batches);
@@ -252,6 +299,8 @@ BENCHMARK(crosstown_lifecycle<small_closure>)->Name("lifecycle/closure8")->Apply
 BENCHMARK(baseline_lifecycle<small_closure>)
     ->Name("std_function_lifecycle/closure8")
     ->Apply(batches);
+BENCHMARK(named_in_one_scope)->Name("scale/named")->Apply(scale);
+BENCHMARK(distinct_no_go_sets_in_one_scope)->Name("scale/distinct_no_go_sets")->Apply(scale);
 
 int main(int argc, char** argv) {
   using crosstown_bench::comparison;

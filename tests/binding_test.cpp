@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -101,6 +102,55 @@ TEST(Binding, FailPolicyIsIgnoredWhenAScopeIsBound) {
   scope_binding bound(scope);
   crosstown::defer([] {}, {.if_unbound = crosstown::unbound_policy::fail});
   EXPECT_EQ(scope.pending(), 1u);
+}
+
+// ---- bindings destroyed out of order (issue 10, item 13) -----------------------------------
+
+TEST(Binding, BindingDestroyedOutOfOrderIsTakenOutAndNoScopeIsLeftBoundWithoutABinding) {
+  runtime rt({.threads = 1});
+  auto outer_scope = std::make_unique<response_scope>(rt);
+  response_scope inner_scope(rt);
+  auto outer = std::make_unique<scope_binding>(*outer_scope);
+  auto inner = std::make_unique<scope_binding>(inner_scope);
+  ::testing::internal::CaptureStderr();
+  outer.reset();  // out of order: `inner` was made after it and is still alive
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(said, HasSubstr("destroyed before a binding made after it"));
+  EXPECT_EQ(crosstown::current_scope(), &inner_scope) << "the later binding stays in force";
+  inner.reset();
+  EXPECT_EQ(crosstown::current_scope(), nullptr)
+      << "restored the scope of a binding that no longer exists";
+  outer_scope.reset();  // would dangle if it were still bound
+  EXPECT_EQ(crosstown::current_scope(), nullptr);
+}
+
+TEST(Binding, AMiddleBindingDestroyedFirstLeavesTheOthersNested) {
+  runtime rt({.threads = 1});
+  response_scope a(rt), b(rt), c(rt);
+  auto ba = std::make_unique<scope_binding>(a);
+  auto bb = std::make_unique<scope_binding>(b);
+  auto bc = std::make_unique<scope_binding>(c);
+  ::testing::internal::CaptureStderr();
+  bb.reset();
+  (void)::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(crosstown::current_scope(), &c);
+  bc.reset();
+  EXPECT_EQ(crosstown::current_scope(), &a) << "c's binding restores a, b's is gone";
+  ba.reset();
+  EXPECT_EQ(crosstown::current_scope(), nullptr);
+}
+
+TEST(BindingDeathTest, BindingDestroyedOnAnotherThreadAbortsNamingTheMistake) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        runtime rt({.threads = 1});
+        response_scope scope(rt);
+        auto binding = std::make_unique<scope_binding>(scope);
+        std::thread other([&] { binding.reset(); });
+        other.join();
+      },
+      "destroyed on another thread");
 }
 
 }  // namespace

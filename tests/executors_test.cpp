@@ -635,4 +635,98 @@ TEST(AsioExecutor, StrandOverAnIoContextRunsInOrderOnTheRunningThread) {
   EXPECT_THAT(log.labels(), ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// =============================================================================================
+// an executor whose execute throws (issue 10, item 15)
+// =============================================================================================
+
+// Queues the first `accept` jobs of a batch, then throws, as an executor whose own queue
+// cannot grow might.
+class refusing_executor final : public crosstown::executor {
+ public:
+  explicit refusing_executor(std::size_t accept) : accept_(accept) {}
+  void execute(crosstown::job_batch batch) override {
+    std::size_t taken = 0;
+    for (crosstown::job& j : batch) {
+      if (taken == accept_) break;
+      kept_.push_back(std::move(j));
+      ++taken;
+    }
+    throw std::runtime_error("executor refused the batch");
+  }
+  std::size_t run_kept() {
+    std::size_t n = 0;
+    for (crosstown::job& j : kept_) {
+      j.run();
+      ++n;
+    }
+    kept_.clear();
+    return n;
+  }
+
+ private:
+  std::size_t accept_;
+  std::vector<crosstown::job> kept_;
+};
+
+TEST(ThrowingExecutor, ItsTasksAreCountedAndReportedAsRejectedByTheExecutor) {
+  std::vector<lost_task> lost;
+  std::mutex lost_mutex;
+  runtime rt({.threads = 1, .on_lost = [&](const task_info& t, task_state s) {
+                std::lock_guard lock(lost_mutex);
+                lost.push_back({t.request_id, t.index, std::string(t.name), s});
+              }});
+  refusing_executor refusing(0);
+  manual_executor manual;
+  std::uint64_t request = 0;
+  {
+    response_scope scope(rt);
+    request = scope.id();
+    scope.defer([] {}, {.executor = refusing, .name = "a"});
+    scope.defer([] {}, {.executor = manual, .name = "other"});
+    scope.defer([] {}, {.executor = refusing});
+    scope.status_known(200);
+    EXPECT_NO_THROW(scope.response_sent()) << "an executor's exception never escapes an event";
+  }
+  EXPECT_EQ(manual.run_all(), 1u) << "the other executor's batch still went";
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.count(task_state::rejected_by_executor), 2u) << m;
+  EXPECT_EQ(m.count(task_state::dropped_at_shutdown), 0u) << "nothing was shut down: " << m;
+  EXPECT_EQ(m.registered, m.terminal());
+  EXPECT_THAT(lost, ElementsAre(lost_task{request, 0, "a", task_state::rejected_by_executor},
+                                lost_task{request, 2, "", task_state::rejected_by_executor}));
+}
+
+TEST(ThrowingExecutor, JobsItTookBeforeThrowingStillRunTheRestAreRejected) {
+  runtime rt({.threads = 1, .on_lost = [](const task_info&, task_state) {}});
+  refusing_executor refusing(2);
+  {
+    response_scope scope(rt);
+    for (int i = 0; i < 5; ++i) scope.defer([] {}, {.executor = refusing});
+    scope.status_known(200);
+    scope.response_sent();
+  }
+  EXPECT_EQ(refusing.run_kept(), 2u);
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.count(task_state::ran), 2u) << m;
+  EXPECT_EQ(m.count(task_state::rejected_by_executor), 3u) << m;
+  EXPECT_EQ(m.registered, m.terminal());
+}
+
+TEST(ThrowingExecutor, AnExecutorDroppingJobsWithoutThrowingStillCountsThemDropped) {
+  // The control: destroying jobs deliberately (a shut-down executor) is not a refusal.
+  class dropping_executor final : public crosstown::executor {
+   public:
+    void execute(crosstown::job_batch batch) override { batch.clear(); }
+  } dropping;
+  runtime rt({.threads = 1, .on_lost = [](const task_info&, task_state) {}});
+  {
+    response_scope scope(rt);
+    scope.defer([] {}, {.executor = dropping});
+    scope.status_known(200);
+    scope.response_sent();
+  }
+  EXPECT_EQ(rt.metrics().count(task_state::dropped_at_shutdown), 1u);
+  EXPECT_EQ(rt.metrics().count(task_state::rejected_by_executor), 0u);
+}
+
 }  // namespace

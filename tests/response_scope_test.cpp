@@ -4,11 +4,19 @@
 #include <crosstown/manual_executor.hpp>
 #include <crosstown/runtime.hpp>
 
+#include <algorithm>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <crosstown/detail/position_index.hpp>
+
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -484,6 +492,330 @@ TEST(ResponseScopeConcurrency, RegistrationRacingTheResponseLosesNothingAndKeeps
       ASSERT_EQ(ran[static_cast<std::size_t>(i)], i) << "round " << round;
   }
   EXPECT_EQ(rt.metrics().count(crosstown::task_state::ran), 50u * 200u);
+}
+
+// ---- no user code under the scope's lock (issue 10, item 1) --------------------------------
+
+// Runs `scenario` on a thread of its own and says whether it returned within a generous
+// deadline. A deadlock leaves that thread blocked: it is detached, and the test fails.
+bool returns_in_time(std::function<void()> scenario) {
+  std::packaged_task<void()> run(std::move(scenario));
+  std::future<void> done = run.get_future();
+  std::thread worker(std::move(run));
+  if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    worker.detach();
+    return false;
+  }
+  worker.join();
+  done.get();
+  return true;
+}
+
+// A move-only capture whose destructor calls into the scope, as a capture holding a
+// reference-counted request object might.
+struct calls_scope_when_destroyed {
+  response_scope* scope;
+  std::size_t* seen_pending;
+  explicit calls_scope_when_destroyed(response_scope* s, std::size_t* seen)
+      : scope(s), seen_pending(seen) {}
+  calls_scope_when_destroyed(calls_scope_when_destroyed&& other) noexcept
+      : scope(std::exchange(other.scope, nullptr)), seen_pending(other.seen_pending) {}
+  calls_scope_when_destroyed& operator=(calls_scope_when_destroyed&&) = delete;
+  ~calls_scope_when_destroyed() {
+    if (scope != nullptr) *seen_pending = scope->pending();
+  }
+};
+
+TEST(ResponseScopeLocking, ClosureDestroyedBecauseItsStatusSkipsItMayCallIntoItsScope) {
+  runtime rt({.threads = 1});
+  std::size_t seen = 99;
+  EXPECT_TRUE(returns_in_time([&] {
+    response_scope scope(rt);
+    scope.defer([p = calls_scope_when_destroyed{&scope, &seen}] {});
+    scope.status_known(404);
+    scope.response_sent();
+  })) << "deadlock: the closure was destroyed under the scope's lock";
+  EXPECT_EQ(seen, 0u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::skipped_by_status), 1u);
+}
+
+TEST(ResponseScopeLocking, ClosureDestroyedBecauseDeliveryFailedMayCallIntoItsScope) {
+  runtime rt({.threads = 1});
+  std::size_t seen = 99;
+  EXPECT_TRUE(returns_in_time([&] {
+    response_scope scope(rt);
+    scope.defer([p = calls_scope_when_destroyed{&scope, &seen}] {}, {.require_delivery = true});
+    scope.status_known(200);
+    scope.delivery_failed("reset");
+  }));
+  EXPECT_EQ(seen, 0u);
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::skipped_by_delivery), 1u);
+}
+
+TEST(ResponseScopeLocking, ClosureDestroyedByCancelMayCallIntoItsScope) {
+  runtime rt({.threads = 1});
+  std::size_t seen = 99;
+  EXPECT_TRUE(returns_in_time([&] {
+    response_scope scope(rt);
+    scope.defer([] {}, {.name = "other"});
+    scope.defer([p = calls_scope_when_destroyed{&scope, &seen}] {}, {.name = "mail"});
+    EXPECT_TRUE(scope.cancel("mail"));
+    scope.status_known(404);
+  }));
+  EXPECT_EQ(seen, 1u) << "the cancelled task no longer counts as pending";
+}
+
+TEST(ResponseScopeLocking, ClosureReplacedByNameMayCallIntoItsScope) {
+  runtime rt({.threads = 1});
+  std::size_t seen = 99;
+  EXPECT_TRUE(returns_in_time([&] {
+    response_scope scope(rt);
+    scope.defer([p = calls_scope_when_destroyed{&scope, &seen}] {}, {.name = "mail"});
+    scope.defer([] {}, {.name = "mail"});
+    scope.status_known(404);
+  }));
+  EXPECT_EQ(seen, 1u) << "only the replacement is pending";
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::cancelled), 1u);
+}
+
+TEST(ResponseScopeLocking, SettledHookMayCallIntoTheScopeOfTheTask) {
+  std::atomic<response_scope*> current{nullptr};
+  std::vector<std::size_t> pending_seen;
+  runtime rt({.threads = 1, .on_settled = [&](const crosstown::task_info&, crosstown::task_state) {
+                if (response_scope* s = current.load()) pending_seen.push_back(s->pending());
+              }});
+  EXPECT_TRUE(returns_in_time([&] {
+    response_scope scope(rt);
+    current = &scope;
+    scope.defer([] {}, {.name = "a"});
+    scope.defer([] {}, {.name = "a"});  // replaces: cancelled
+    scope.defer([] {}, {.name = "b"});
+    EXPECT_TRUE(scope.cancel("b"));
+    scope.defer([] {}, {.no_go = "2xx"});
+    scope.status_known(200);
+    scope.response_sent();  // the last skipped by status
+    current = nullptr;
+  })) << "deadlock: on_settled was called under the scope's lock";
+  EXPECT_EQ(pending_seen.size(), 3u);
+}
+
+// ---- late registration does not wait behind a same-thread task (item 5) --------------------
+
+TEST(ResponseScopeConcurrency, LateRegistrationIsHandedOverWhileASameThreadTaskRuns) {
+  runtime rt({.threads = 1});
+  manual_executor manual;
+  response_scope scope(rt);
+  std::mutex m;
+  std::condition_variable cv;
+  bool running = false;
+  bool release = false;
+  scope.defer(
+      [&] {
+        std::unique_lock lock(m);
+        running = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return release; });
+      },
+      {.same_thread = true});
+  scope.status_known(200);
+  std::thread io([&] { scope.response_sent(); });  // runs the same-thread task, which blocks
+  {
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return running; }));
+  }
+  scope.defer([] {}, {.executor = manual});
+  const std::size_t handed_over = manual.pending();
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  io.join();
+  EXPECT_EQ(handed_over, 1u) << "the late task waited behind the running same-thread task";
+  EXPECT_EQ(manual.run_all(), 1u);
+}
+
+TEST(ResponseScopeConcurrency, SameThreadTasksOfOneScopeStillRunOneAfterAnother) {
+  // A late same-thread task registered while another runs is queued behind it, on the
+  // thread running them, not run concurrently on the registering thread.
+  runtime rt({.threads = 1});
+  response_scope scope(rt);
+  std::mutex m;
+  std::condition_variable cv;
+  bool running = false;
+  bool release = false;
+  std::vector<std::string> order;
+  std::thread::id io_thread;
+  std::thread::id late_ran_on;
+  scope.defer(
+      [&] {
+        std::unique_lock lock(m);
+        running = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return release; });
+        order.push_back("first");
+      },
+      {.same_thread = true});
+  scope.status_known(200);
+  std::thread io([&] {
+    io_thread = std::this_thread::get_id();
+    scope.response_sent();
+  });
+  {
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return running; }));
+  }
+  scope.defer(
+      [&] {
+        late_ran_on = std::this_thread::get_id();
+        order.push_back("late");
+      },
+      {.same_thread = true});
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  io.join();
+  EXPECT_THAT(order, ElementsAre("first", "late"));
+  EXPECT_EQ(late_ran_on, io_thread);
+}
+
+// ---- named tasks and no-go sets: no quadratic cost, no hidden limit (item 6) ---------------
+
+TEST(ResponseScopeScale, HundredThousandDistinctNoGoSetsInOneScopeAreEachHonoured) {
+  // The 65,536th distinct set used to throw std::length_error. Task i's set holds code 100 + b
+  // for each bit b of i: 100,000 distinct sets.
+  runtime rt({.threads = 1});
+  manual_executor manual;
+  constexpr int n = 100'000;
+  auto set_of = [](int i) {
+    crosstown::status_set set;
+    for (int bit = 0; bit < 17; ++bit) {
+      if ((i >> bit) & 1) set.insert(100 + bit);
+    }
+    return set;
+  };
+  {
+    response_scope scope(rt);
+    for (int i = 0; i < n; ++i) scope.defer([] {}, {.executor = manual, .no_go = set_of(i)});
+    EXPECT_EQ(scope.pending(), static_cast<std::size_t>(n));
+    scope.status_known(105);  // skips exactly the tasks whose index has bit 5 set
+    scope.response_sent();
+  }
+  std::size_t expected_skips = 0;
+  for (int i = 0; i < n; ++i) expected_skips += (i >> 5) & 1;
+  EXPECT_EQ(rt.metrics().count(crosstown::task_state::skipped_by_status), expected_skips);
+  EXPECT_EQ(manual.run_all(), n - expected_skips);
+}
+
+TEST(ResponseScopeScale, HundredThousandNamedTasksReplaceAndCancelByNameInOneScope) {
+  runtime rt({.threads = 1});
+  manual_executor manual;
+  constexpr int n = 100'000;
+  std::vector<int> ran;
+  {
+    response_scope scope(rt);
+    for (int i = 0; i < n; ++i) {
+      scope.defer([&ran, i] { ran.push_back(i); },
+                  {.executor = manual, .name = "task-" + std::to_string(i)});
+    }
+    // Replace every even one, cancel every third; both look names up among 100k.
+    for (int i = 0; i < n; i += 2) {
+      scope.defer([&ran, i] { ran.push_back(n + i); },
+                  {.executor = manual, .name = "task-" + std::to_string(i)});
+    }
+    for (int i = 0; i < n; i += 3) EXPECT_TRUE(scope.cancel("task-" + std::to_string(i)));
+    EXPECT_FALSE(scope.cancel("task-" + std::to_string(n)));
+    scope.status_known(200);
+    scope.response_sent();
+  }
+  manual.run_all();
+  std::vector<int> expected;
+  for (int i = 1; i < n; i += 2) {
+    if (i % 3 != 0) expected.push_back(i);  // odd, never replaced, not cancelled
+  }
+  for (int i = 0; i < n; i += 2) {
+    if (i % 3 != 0) expected.push_back(n + i);  // the replacements, in their order
+  }
+  std::sort(expected.begin(), expected.end());
+  std::vector<int> got = ran;
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, expected);
+  const auto m = rt.metrics();
+  EXPECT_EQ(m.count(crosstown::task_state::cancelled),
+            static_cast<std::uint64_t>(n / 2 + (n + 2) / 3));
+  EXPECT_EQ(m.registered, m.terminal());
+}
+
+TEST(ResponseScopeScale, NameIndexCostsAConstantNumberOfProbesPerOperation) {
+  // The index the scope uses for names and no-go sets, driven as the scope drives it: the
+  // number of slots visited per operation does not grow with the number of keys.
+  auto probes_per_operation = [](std::uint32_t n) {
+    crosstown::detail::position_index index;
+    std::vector<std::string> keys;
+    keys.reserve(n);
+    for (std::uint32_t i = 0; i < n; ++i) keys.push_back("name-" + std::to_string(i));
+    auto hash = [](const std::string& k) { return std::hash<std::string>{}(k); };
+    std::size_t operations = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      EXPECT_FALSE(index.find(hash(keys[i]), [&](std::uint32_t p) { return keys[p] == keys[i]; }));
+      index.reserve_one();
+      index.insert(hash(keys[i]), i);
+      operations += 2;
+    }
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const auto at =
+          index.find(hash(keys[i]), [&](std::uint32_t p) { return keys[p] == keys[i]; });
+      EXPECT_TRUE(at && *at == i);
+      if (i % 2 == 0) {
+        EXPECT_TRUE(index.erase(hash(keys[i]), i));
+      }
+      operations += i % 2 == 0 ? 2 : 1;
+    }
+    return static_cast<double>(index.probes()) / static_cast<double>(operations);
+  };
+  const double small = probes_per_operation(1'000);
+  const double large = probes_per_operation(100'000);
+  EXPECT_LT(small, 3.0);
+  EXPECT_LT(large, 3.0) << "probes per operation grow with the number of names";
+}
+
+// ---- registration after end() (item 14) ----------------------------------------------------
+
+TEST_F(ResponseScopeTest, DeferAfterEndIsAcceptedAndJudgedAtOnceOnEveryPhase) {
+  crosstown::connection_scope connection(rt_);
+  {
+    response_scope scope(connection);
+    scope.status_known(200);
+    scope.response_sent();
+    scope.end();
+    EXPECT_THROW(scope.status_known(200), std::logic_error) << "events after end() are misuse";
+    // Registration is not an event: a handler's thread may still be deferring when the
+    // adapter ends the scope. Judged at once against the final outcome.
+    scope.defer(note("headers"), on_manual({.phase = task_phase::headers_sent}));
+    scope.defer(note("response"), on_manual());
+    scope.defer(note("connection"), on_manual({.phase = task_phase::connection_closed}));
+    scope.defer(note("needs 5xx"), on_manual({.no_go = "2xx"}));
+    EXPECT_EQ(scope.pending(), 0u);
+    EXPECT_EQ(manual_.pending(), 2u);
+    EXPECT_EQ(connection.held(), 1u) << "the connection phase still waits for the close";
+  }
+  connection.closed();
+  manual_.run_all();
+  EXPECT_THAT(log_, ElementsAre("headers", "response", "connection"));
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_status), 1u);
+}
+
+TEST_F(ResponseScopeTest, DeferAfterAnEndWithoutResponseCountsAsThe500) {
+  response_scope scope(rt_);
+  scope.end();
+  scope.defer(note("default"), on_manual());
+  scope.defer(note("always"), on_manual({.always = true}));
+  scope.defer(note("needs delivery"), on_manual({.always = true, .require_delivery = true}));
+  manual_.run_all();
+  EXPECT_THAT(log_, ElementsAre("always"));
+  EXPECT_EQ(rt_.metrics().count(crosstown::task_state::skipped_by_delivery), 1u);
 }
 
 }  // namespace

@@ -143,6 +143,34 @@ struct reject_row {
   std::string reason;
 };
 
+// The text as status_spec_error::what() shows it: what is not printable escaped.
+std::string as_shown(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\0') {
+      out += "\\0";
+    } else if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || byte >= 0x7f) {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out += hex[byte >> 4U];
+      out += hex[byte & 15U];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 void expect_error(const status_spec_error& error, const reject_row& row) {
   EXPECT_EQ(error.spec(), row.spec);
   EXPECT_EQ(error.item(), row.item);
@@ -150,8 +178,8 @@ void expect_error(const status_spec_error& error, const reject_row& row) {
   EXPECT_EQ(error.offset(), row.offset);
   EXPECT_NE(error.reason().find(row.reason), std::string::npos) << error.reason();
   const std::string what = error.what();
-  EXPECT_NE(what.find("\"" + row.spec + "\""), std::string::npos) << what;
-  EXPECT_NE(what.find("item " + std::to_string(row.item_index) + " \"" + row.item + "\""),
+  EXPECT_NE(what.find("\"" + as_shown(row.spec) + "\""), std::string::npos) << what;
+  EXPECT_NE(what.find("item " + std::to_string(row.item_index) + " \"" + as_shown(row.item) + "\""),
             std::string::npos)
       << what;
   EXPECT_NE(what.find("at offset " + std::to_string(row.offset) + ":"), std::string::npos) << what;
@@ -211,6 +239,59 @@ TEST(StatusSetParse, ErrorMessageHasDocumentedFormat) {
   }
 }
 
+TEST(StatusSetErrorText, ANulInTheSpecDoesNotCutTheMessageShortOfItsReason) {
+  const std::string spec("404\0,5xx", 8);
+  try {
+    (void)status_set::parse(spec);
+    FAIL() << "no exception";
+  } catch (const status_spec_error& error) {
+    EXPECT_EQ(error.spec(), spec) << "spec() keeps the raw text";
+    EXPECT_STREQ(error.what(),
+                 "invalid status spec \"404\\0,5xx\": item 0 \"404\\0\" at offset 0: "
+                 "invalid character '\\x00'");
+  }
+}
+
+TEST(StatusSetErrorText, ACrlfConfigLineIsShownEscapedOnOneLine) {
+  try {
+    (void)status_set::parse("5xx,302\r\n");
+    FAIL() << "no exception";
+  } catch (const status_spec_error& error) {
+    const std::string what = error.what();
+    EXPECT_EQ(what.find_first_of("\r\n"), std::string::npos) << what;
+    EXPECT_EQ(what,
+              "invalid status spec \"5xx,302\\r\\n\": item 1 \"302\\r\\n\" at offset 4: invalid "
+              "character '\\x0d'");
+  }
+}
+
+TEST(StatusSetErrorText, QuotesAndBackslashesInTheSpecCannotCloseTheQuotedText) {
+  try {
+    (void)status_set::parse("5xx\",\\");
+    FAIL() << "no exception";
+  } catch (const status_spec_error& error) {
+    EXPECT_NE(std::string(error.what()).find("\"5xx\\\",\\\\\""), std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(StatusSetLiteral, EveryLiteralFormIsCheckedAndUsableAtCompileTime) {
+  // The malformed forms are the compile-fail tests (tests/compile_fail); these are the good
+  // ones, each through the consteval path.
+  constexpr status_set bare = "5xx,302";
+  constexpr status_set braced{"5xx", "302"};
+  constexpr status_set mixed{"5xx", 302};
+  static_assert(bare == braced && braced == mixed);
+  constexpr crosstown::status_item item = "40x";
+  static_assert(!item.is_code() && item.spec() == "40x");
+  // A literal's text ends at its terminator, not at the first NUL (which is then rejected).
+  static_assert(crosstown::detail::literal_text("404").size() == 3);
+  static_assert(crosstown::detail::literal_text("404\0,5xx").size() == 8);
+  // Run-time text in a list is still parsed at run time.
+  const char* from_config = "5xz";
+  EXPECT_THROW((void)(status_set{302, from_config}), status_spec_error);
+}
+
 TEST(StatusSetParse, ErrorIsAnInvalidArgumentAndCopiesCheaply) {
   static_assert(std::is_base_of_v<std::invalid_argument, status_spec_error>);
   static_assert(std::is_nothrow_copy_constructible_v<status_spec_error>);
@@ -244,15 +325,15 @@ TEST(StatusSetMixedList, RejectsBadItemsAtRunTime) {
       {"5xx,302,-1", "-1", 2, 8, "code -1 is out of range 100-999"});
   check(
       [] {
-        return status_set{"5xx", "6xxx"};
+        return status_set{"5xx", std::string_view("6xxx")};
       },
       {"5xx,6xxx", "6xxx", 1, 4, "wildcard must be 3 characters"});
   check(
       [] {
-        return status_set{302, "4xx, abc"};
+        return status_set{302, std::string_view("4xx, abc")};
       },
       {"302,4xx, abc", "abc", 2, 9, "invalid character 'a'"});
-  check([] { return status_set{302, ""}; }, {"302,", "", 1, 4, "empty item"});
+  check([] { return status_set{302, std::string_view("")}; }, {"302,", "", 1, 4, "empty item"});
   check([] { return status_set{static_cast<const char*>(nullptr)}; }, {"", "", 0, 0, "empty item"});
 }
 

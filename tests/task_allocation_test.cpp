@@ -5,6 +5,7 @@
 
 #include <crosstown/task.hpp>
 
+#include <crosstown/manual_executor.hpp>
 #include <crosstown/response_scope.hpp>
 #include <crosstown/runtime.hpp>
 
@@ -15,9 +16,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <new>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -29,8 +32,19 @@ struct allocation_counts {
 // constinit: usable from operator new before any dynamic initialisation.
 constinit thread_local bool counting = false;
 constinit thread_local allocation_counts counts{};
+// Failing on demand, on this thread only: after `let_through` more allocations, the next one
+// fails (and, if `keep_failing`, every one after it) as if memory were exhausted.
+constinit thread_local long let_through = -1;  // -1: never fail
+constinit thread_local bool keep_failing = false;
+constinit thread_local std::size_t failed_allocations = 0;
 
 void* allocate(std::size_t size, std::size_t alignment) {
+  if (let_through == 0) {
+    ++failed_allocations;
+    if (!keep_failing) let_through = -1;
+    return nullptr;
+  }
+  if (let_through > 0) --let_through;
   if (counting) ++counts.allocations;
   if (size == 0) size = 1;
   void* p = nullptr;
@@ -349,6 +363,159 @@ TEST(DeferAllocation, DeferringALargeClosureAllocatesOncePerTaskForItsStorage) {
   }
   EXPECT_GE(seen.allocations, n);
   EXPECT_LE(seen.allocations, n + growth_allowance(n));
+}
+
+// --- running out of memory on the release path (issue 10, item 2) ---------------------------
+
+// Fails allocations of this thread from the `n`th on (once, or every one after it) while alive.
+class failing_allocations {
+ public:
+  failing_allocations(long n, bool persistent) {
+    failed_allocations = 0;
+    keep_failing = persistent;
+    let_through = n;
+  }
+  failing_allocations(const failing_allocations&) = delete;
+  failing_allocations& operator=(const failing_allocations&) = delete;
+  ~failing_allocations() { stop(); }
+  // True if an allocation was failed.
+  bool stop() {
+    let_through = -1;
+    keep_failing = false;
+    return failed_allocations > 0;
+  }
+};
+
+struct lost_report {
+  std::uint64_t request_id;
+  std::uint32_t index;
+  crosstown::task_state state;
+};
+
+// One response with tasks of every kind: pool, another executor, named, same-thread,
+// headers-phase, connection-phase, skipped. Its lifecycle events and end run with the `n`th
+// allocation failing; none may throw, and every task must end counted, the lost ones
+// reported to on_lost.
+struct release_run {
+  bool failure_injected = false;
+  bool escaped = false;
+  crosstown::metrics_snapshot metrics;
+  std::vector<lost_report> lost;
+};
+
+release_run release_with_failing_allocation(long n, bool persistent) {
+  release_run out;
+  std::mutex lost_mutex;
+  out.lost.reserve(256);  // the hook must not allocate: its own allocation could fail too
+  int ran = 0;
+  std::mutex ran_mutex;
+  {
+    crosstown::runtime rt(
+        {.threads = 1, .on_lost = [&](const crosstown::task_info& t, crosstown::task_state state) {
+           std::lock_guard lock(lost_mutex);
+           out.lost.push_back({t.request_id, t.index, state});
+         }});
+    crosstown::manual_executor manual;
+    {
+      // Warm-up: the pool's threads start with its first batch, before anything fails.
+      crosstown::response_scope warm(rt);
+      warm.defer([] {});
+      warm.status_known(200);
+      warm.response_sent();
+      (void)rt.drain_for(std::chrono::seconds(20));
+    }
+    crosstown::connection_scope connection(rt);
+    auto count = [&ran, &ran_mutex] {
+      std::lock_guard lock(ran_mutex);
+      ++ran;
+    };
+    auto scope = std::make_unique<crosstown::response_scope>(connection);
+    for (int i = 0; i < 8; ++i) scope->defer(count);
+    for (int i = 0; i < 4; ++i) {
+      scope->defer(count, {.executor = manual, .name = "named-" + std::to_string(i)});
+    }
+    for (int i = 0; i < 3; ++i) scope->defer(count, {.same_thread = true});
+    for (int i = 0; i < 3; ++i) {
+      scope->defer(count, {.executor = manual, .phase = crosstown::task_phase::headers_sent});
+    }
+    for (int i = 0; i < 3; ++i) {
+      scope->defer(count, {.executor = manual, .phase = crosstown::task_phase::connection_closed});
+    }
+    for (int i = 0; i < 3; ++i) scope->defer(count, {.no_go = "2xx"});
+    scope->status_known(200);
+    {
+      failing_allocations failing(n, persistent);
+      try {
+        scope->headers_sent();
+        scope->response_sent();
+        scope->end();
+        scope.reset();
+        connection.closed();
+      } catch (...) {
+        out.escaped = true;
+      }
+      out.failure_injected = failing.stop();
+    }
+    manual.run_all();
+    (void)rt.drain_for(std::chrono::seconds(20));
+    out.metrics = rt.metrics();
+  }
+  return out;
+}
+
+TEST(ReleaseUnderMemoryPressure, NoBadAllocEscapesAnEventOrTheEndAndEveryTaskIsCounted) {
+  for (const bool persistent : {false, true}) {
+    long n = 0;
+    for (;; ++n) {
+      SCOPED_TRACE(std::string(persistent ? "every allocation from #" : "only allocation #") +
+                   std::to_string(n) + " fails");
+      const release_run run = release_with_failing_allocation(n, persistent);
+      EXPECT_FALSE(run.escaped) << "an exception escaped an event, end() or a destructor";
+      const crosstown::metrics_snapshot& m = run.metrics;
+      EXPECT_EQ(m.registered, 1u + 24u);
+      EXPECT_EQ(m.unfinished(), 0u) << m;
+      EXPECT_EQ(m.count(crosstown::task_state::skipped_by_status), 3u) << m;
+      const std::uint64_t lost_states = m.count(crosstown::task_state::dropped_out_of_memory) +
+                                        m.count(crosstown::task_state::rejected_by_executor);
+      EXPECT_EQ(m.count(crosstown::task_state::ran) + lost_states, 1u + 21u) << m;
+      EXPECT_EQ(m.count(crosstown::task_state::dropped_at_shutdown), 0u)
+          << "a task lost for lack of memory is not a shutdown: " << m;
+      EXPECT_EQ(run.lost.size(), lost_states) << "every lost task is reported to on_lost";
+      for (const lost_report& r : run.lost) {
+        EXPECT_TRUE(r.state == crosstown::task_state::dropped_out_of_memory ||
+                    r.state == crosstown::task_state::rejected_by_executor)
+            << "task " << r.index << ": " << r.state;
+      }
+      if (!run.failure_injected) break;  // the release needed fewer allocations: all were tried
+      ASSERT_LT(n, 10'000) << "the release path never stops allocating";
+    }
+    EXPECT_GT(n, 3) << "the release path was expected to allocate a few times";
+  }
+}
+
+TEST(ReleaseUnderMemoryPressure, ATaskLostForLackOfMemoryIsReportedByItsName) {
+  std::vector<std::pair<std::string, crosstown::task_state>> lost;
+  lost.reserve(16);
+  {
+    crosstown::runtime rt(
+        {.threads = 1, .on_lost = [&](const crosstown::task_info& t, crosstown::task_state state) {
+           lost.emplace_back(std::string(t.name), state);
+         }});
+    crosstown::manual_executor manual;
+    crosstown::response_scope scope(rt);
+    scope.defer([] {}, {.executor = manual, .name = "audit"});
+    scope.status_known(200);
+    {
+      failing_allocations failing(0, true);  // nothing can be allocated from here on
+      scope.response_sent();
+      scope.end();
+    }
+    EXPECT_EQ(manual.pending(), 0u);
+    EXPECT_EQ(rt.metrics().count(crosstown::task_state::dropped_out_of_memory), 1u);
+  }
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].first, "audit");
+  EXPECT_EQ(lost[0].second, crosstown::task_state::dropped_out_of_memory);
 }
 
 }  // namespace

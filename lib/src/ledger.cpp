@@ -2,10 +2,35 @@
 
 #include <crosstown/detail/wait.hpp>
 
+#include <exception>
 #include <iostream>
 #include <utility>
 
 namespace crosstown::detail {
+
+namespace {
+// The innermost drop_reason of this thread.
+thread_local drop_reason* active_drop_reason = nullptr;
+}  // namespace
+
+drop_reason::drop_reason(ledger& l, task_state state, bool only_while_unwinding) noexcept
+    : ledger_(&l),
+      state_(state),
+      unwinding_base_(only_while_unwinding ? std::uncaught_exceptions() : -1),
+      outer_(std::exchange(active_drop_reason, this)) {}
+
+drop_reason::~drop_reason() { active_drop_reason = outer_; }
+
+task_state ledger::drop_state(task_state state) const noexcept {
+  if (state != task_state::dropped_at_shutdown) return state;
+  for (const drop_reason* r = active_drop_reason; r != nullptr; r = r->outer_) {
+    if (r->ledger_ != this) continue;
+    if (r->unwinding_base_ < 0 || std::uncaught_exceptions() > r->unwinding_base_) {
+      return r->state_;
+    }
+  }
+  return state;
+}
 
 ledger::ledger(error_hook on_error, lost_hook on_lost, settled_hook on_settled)
     : on_error_(std::move(on_error)),
@@ -30,7 +55,8 @@ ledger::shard& ledger::mine() noexcept {
   return shards_[index];
 }
 
-void ledger::finished(task_state state, origin from, const task_info& info) noexcept {
+void ledger::finished(task_state reported, origin from, const task_info& info) noexcept {
+  const task_state state = drop_state(reported);
   shard& s = mine();
   add(s.terminal[slot(state)], 1);
   // Before the active count drops: a drain that returns has seen every observer call.
@@ -57,7 +83,8 @@ void ledger::report_failure(const task_failure& failure) noexcept {
   }
 }
 
-void ledger::report_lost(const task_info& info, task_state state) noexcept {
+void ledger::report_lost(const task_info& info, task_state reported) noexcept {
+  const task_state state = drop_state(reported);
   try {
     if (on_lost_) {
       on_lost_(info, state);

@@ -20,6 +20,8 @@ std::string_view to_string(task_state state) noexcept {
     case task_state::cancelled: return "cancelled";
     case task_state::rejected_by_overflow: return "rejected_by_overflow";
     case task_state::dropped_at_shutdown: return "dropped_at_shutdown";
+    case task_state::dropped_out_of_memory: return "dropped_out_of_memory";
+    case task_state::rejected_by_executor: return "rejected_by_executor";
   }
   return "unknown";
 }

@@ -17,14 +17,39 @@ struct status_spec_error::details {
 
 namespace {
 
+// Appends `text` with what is not printable ASCII escaped, and the quote and backslash too, so
+// that the text between the message's quotes reads back unambiguously.
+void append_escaped(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    switch (c) {
+      case '\0': out += "\\0"; continue;
+      case '\r': out += "\\r"; continue;
+      case '\n': out += "\\n"; continue;
+      case '\t': out += "\\t"; continue;
+      case '"': out += "\\\""; continue;
+      case '\\': out += "\\\\"; continue;
+      default: break;
+    }
+    if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+    } else {
+      out += "\\x";
+      out += hex[byte >> 4U];
+      out += hex[byte & 15U];
+    }
+  }
+}
+
 std::string error_message(std::string_view spec, std::string_view item, std::size_t item_index,
                           std::size_t offset, std::string_view reason) {
   std::string message = "invalid status spec \"";
-  message += spec;
+  append_escaped(message, spec);
   message += "\": item ";
   message += std::to_string(item_index);
   message += " \"";
-  message += item;
+  append_escaped(message, item);
   message += "\" at offset ";
   message += std::to_string(offset);
   message += ": ";

@@ -311,9 +311,9 @@ int main(int argc, char** argv) {
   row("simulated requests", requests);
   row("tasks registered", total.registered);
   for (crosstown::task_state state : crosstown::terminal_states) {
-    // Jobs dropped in a simulation were dropped by an injected fault, not by a shutdown.
-    const std::string name = state == crosstown::task_state::dropped_at_shutdown
-                                 ? std::string("  dropped (faults)")
+    // Jobs refused in a simulation were refused by an injected fault.
+    const std::string name = state == crosstown::task_state::rejected_by_executor
+                                 ? std::string("  rejected (faults)")
                                  : "  " + std::string(to_string(state));
     row(name.c_str(), total.count(state));
   }

@@ -132,10 +132,10 @@ TEST(Simulation, InjectedFaultsFireAreCountedAndDoNotCountAsViolations) {
     fired += r.faults.count("hand_off.execute_throws")
                  ? r.faults.at("hand_off.execute_throws").fired
                  : 0;
-    dropped += r.metrics.count(crosstown::task_state::dropped_at_shutdown);
+    dropped += r.metrics.count(crosstown::task_state::rejected_by_executor);
   }
   EXPECT_GT(fired, 0u);
-  EXPECT_GT(dropped, 0u) << "a refused batch is dropped and counted, never lost silently";
+  EXPECT_GT(dropped, 0u) << "a refused batch is counted rejected_by_executor, never lost silently";
 }
 
 TEST(Simulation, LivenessPhaseRunsTheTasksOfClientsThatStoppedReading) {

@@ -10,13 +10,16 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <gmock/gmock.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
 
+using crosstown::testkit::AllRanAfterResponse;
 using crosstown::testkit::EndedAs;
 using crosstown::testkit::harness;
 using crosstown::testkit::IsNamed;
@@ -117,7 +120,7 @@ TEST(Harness, MatcherFailuresDescribeTheRecord) {
   EXPECT_EQ(::testing::DescribeMatcher<crosstown::testkit::task_record>(RanAfterResponse()),
             "ran after its response");
   EXPECT_EQ(::testing::PrintToString(record),
-            "{\"call-0\" (request 1, task 0): skipped_by_status, status 404, BEFORE the response}");
+            "{\"call-0\" (request 1, task 0): skipped_by_status, status 404, never released}");
 }
 
 TEST(Harness, DeliveryFailureFollowsEachTasksRule) {
@@ -232,6 +235,96 @@ TEST(Recorder, RunAllWithAFailingStatusKeepsTheStatusRule) {
   crosstown::defer([&] { ++ran; }, {.always = true});
   EXPECT_EQ(recorder.run_all(503), 1u);
   EXPECT_EQ(ran, 1);
+}
+
+// ---- issue 10, items 7-9 -------------------------------------------------------------------
+
+TEST(Recorder, DeferralsMadeAfterRunAllRunAtOnce) {
+  std::vector<std::string> log;
+  {
+    crosstown::testkit::deferral_recorder recorder;
+    crosstown::defer([&] { log.push_back("before"); });
+    EXPECT_EQ(recorder.run_all(), 1u);
+    crosstown::defer([&] { log.push_back("after"); });
+    EXPECT_THAT(log, ElementsAre("before", "after")) << "queued instead of run at once";
+    crosstown::defer([&] { log.push_back("skipped"); }, {.no_go = "2xx"});
+    EXPECT_THAT(recorder.recorded(), IsEmpty());
+    EXPECT_EQ(recorder.run_all(), 0u);
+    EXPECT_EQ(recorder.metrics().count(crosstown::task_state::dropped_at_shutdown), 0u);
+  }
+  EXPECT_THAT(log, ElementsAre("before", "after")) << "still the 200's rules";
+}
+
+TEST(Harness, RecordsLearnTheStatusWhenTheTestDrivesTheScopeItself) {
+  harness h;
+  h.call([](crosstown::response_scope& scope) {
+    scope.defer([] {}, {.name = "ok"});
+    scope.defer([] {}, {.no_go = "201", .name = "skipped"});
+    scope.defer([] {}, {.name = "cancelled"});
+    scope.cancel("cancelled");
+  });
+  h.scope().status_known(201);
+  h.scope().headers_sent();
+  h.scope().response_sent();
+  h.run_all();
+  EXPECT_EQ(h.find("ok")->status, 201);
+  EXPECT_THAT(*h.find("skipped"), SkippedByStatus(201));
+  EXPECT_EQ(h.find("cancelled")->status, 201) << "settled before the status was known";
+  EXPECT_THAT(*h.find("ok"), RanAfterResponse());
+  EXPECT_EQ(::testing::PrintToString(*h.find("skipped")),
+            "{\"skipped\" (request 1, task 1): skipped_by_status, status 201, never released}");
+  EXPECT_EQ(::testing::PrintToString(*h.find("ok")),
+            "{\"ok\" (request 1, task 0): ran, status 201, released after the response}");
+}
+
+TEST(Harness, AllRanAfterResponseFailsOnAnEmptyHistory) {
+  harness h;
+  h.call([] { return 202; });
+  h.respond(202);
+  EXPECT_THAT(h.history(), Each(RanAfterResponse())) << "the trap: passes on nothing";
+  EXPECT_THAT(h.history(), Not(AllRanAfterResponse()));
+  EXPECT_THAT(h.history(), Not(AllRanAfterResponse(3)));
+  EXPECT_THAT(h.history(), Not(AllRanAfterResponse(0))) << "a count of 0 proves nothing";
+  EXPECT_EQ(::testing::DescribeMatcher<std::vector<crosstown::testkit::task_record>>(
+                AllRanAfterResponse(3)),
+            "is 3 task(s), all of which ran after their response");
+}
+
+TEST(Harness, AllRanAfterResponseCountsTheTasksAndChecksEachOne) {
+  phone_service service;
+  harness h;
+  const int status = h.call([&] { return handle_calls(service, 3); });
+  h.respond(status);
+  h.run_all();
+  EXPECT_THAT(h.history(), AllRanAfterResponse(3));
+  EXPECT_THAT(h.history(), AllRanAfterResponse());
+  EXPECT_THAT(h.history(), Not(AllRanAfterResponse(4)));
+  harness headers_only;
+  headers_only.call(
+      [] { crosstown::defer([] {}, {.phase = crosstown::task_phase::headers_sent}); });
+  headers_only.respond(200);
+  headers_only.run_all();
+  EXPECT_THAT(headers_only.history(), Not(AllRanAfterResponse(1)));
+}
+
+TEST(Harness, ADeferralFromAHelperThreadDuringCallFailsTheTestAndIsRecorded) {
+  harness h;
+  bool ran = false;
+  EXPECT_NONFATAL_FAILURE_ON_ALL_THREADS(h.call([&] {
+    std::thread helper([&] { crosstown::defer([&] { ran = true; }, {.name = "escapee"}); });
+    helper.join();
+    return 200;
+  }),
+                                         "escaped the harness");
+  EXPECT_FALSE(ran) << "the escaped task ran during the handler";
+  const auto escaped = h.escaped();
+  ASSERT_EQ(escaped.size(), 1u);
+  EXPECT_EQ(escaped[0].name, "escapee");
+  EXPECT_EQ(escaped[0].request_id, h.scope().id());
+  EXPECT_FALSE(escaped[0].on_handler_thread);
+  // Outside a call, crosstown::defer with no scope is the application's business again.
+  crosstown::defer([&] { ran = true; });
+  EXPECT_TRUE(ran);
 }
 
 }  // namespace

@@ -12,6 +12,14 @@
 // Bindings nest: a binding restores the previous one when destroyed. The binding is a
 // thread_local pointer - the one global in crosstown, and optional.
 //
+// Bindings must end in the reverse order of their creation, on the thread that made them.
+// Both mistakes are detected. A binding destroyed while a later one on its thread is alive is
+// taken out of the thread's chain where it stands, so `current_scope()` is always the scope of
+// the innermost binding still alive (never one whose bindings are all gone), and a line on
+// stderr names the mistake. A binding destroyed on another thread (a coroutine that resumed
+// elsewhere) cannot be repaired - its thread would keep a dangling pointer - so crosstown
+// prints what happened and calls std::abort().
+//
 // Coroutine handlers must not use it: a coroutine can suspend while a binding is alive and
 // resume on another thread, and other requests' coroutines run on this thread meanwhile, so
 // their `defer` calls would land in the wrong scope (breaking invariant I5). Pass the
@@ -45,7 +53,11 @@ class scope_binding {
   ~scope_binding();
 
  private:
-  response_scope* previous_;
+  friend response_scope* current_scope() noexcept;
+  response_scope* scope_;
+  scope_binding* outer_;  // the binding this one hides, if alive
+  scope_binding* inner_;  // the binding that hides this one, if alive
+  const void* thread_;    // identifies the thread's chain (its thread_local head)
 };
 
 /// The scope bound to the calling thread, or null.
@@ -55,5 +67,22 @@ response_scope* current_scope() noexcept;
 void defer(task fn, defer_options options);
 /// `defer(fn, {})`: the default options, without building them on every call.
 void defer(task fn);
+
+namespace detail {
+
+/// Not API: the testing toolkit's seam for deferrals that escape a test harness (made with no
+/// scope bound, e.g. from a helper thread while a handler runs). While installed, it sees
+/// every `crosstown::defer` that finds no bound scope, on any thread, before the policy
+/// applies; returning true takes the task (it does not run now). Must be thread-safe.
+class unbound_deferral_observer {
+ public:
+  virtual ~unbound_deferral_observer() = default;
+  virtual bool escaped(task& fn, const defer_options* options) noexcept = 0;
+};
+
+/// Installs `observer` (null: none) process-wide; returns the one it replaces.
+unbound_deferral_observer* observe_unbound_deferrals(unbound_deferral_observer* observer) noexcept;
+
+}  // namespace detail
 
 }  // namespace crosstown

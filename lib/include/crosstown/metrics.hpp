@@ -35,6 +35,11 @@ enum class task_state : std::uint8_t {
   cancelled,             ///< cancelled by name, or replaced by a later task of the same name
   rejected_by_overflow,  ///< the pool's queue was full and the overflow policy is `reject`
   dropped_at_shutdown,   ///< still queued when the runtime (or its executor) shut down
+  /// crosstown could not allocate what releasing the task needed (its batch, the connection's
+  /// list); reported to `on_lost`. Registration itself throws std::bad_alloc instead.
+  dropped_out_of_memory,
+  /// the executor's `execute` threw while the task was in its batch; reported to `on_lost`
+  rejected_by_executor,
 };
 
 /// Name of a state, e.g. "skipped_by_status".
@@ -44,7 +49,7 @@ std::ostream& operator<<(std::ostream& out, task_state state);
 /// The last state of the enumeration. A new terminal state is added to `task_state` (before
 /// this line, after `ran`) and to `to_string`; every count, report and exposition derives
 /// from the enumeration.
-inline constexpr task_state last_task_state = task_state::dropped_at_shutdown;
+inline constexpr task_state last_task_state = task_state::rejected_by_executor;
 
 /// True for the terminal states (`ran` and after).
 constexpr bool is_terminal(task_state state) noexcept { return state >= task_state::ran; }

@@ -25,24 +25,44 @@
 //     headers phase) counts as a delivery failure.
 //   - Late registration: a task registered after its phase has passed is judged at once by
 //     the same rules and, if allowed, handed to its executor immediately. It still runs after
-//     its phase, and after the tasks registered before it were handed over.
+//     its phase, and after the tasks registered before it were handed over. It does not wait
+//     for a same-thread task of the scope that is running; a late same-thread task runs after
+//     it, on the thread running the scope's same-thread tasks (they run one after another).
+//   - Registration after `end()` is accepted and judged the same way, against the final
+//     outcome: unlike an event, it can race with the end legitimately.
 //   - Connection phase: on a scope created from a `connection_scope`, allowed
 //     connection-phase tasks wait, after the scope ends, until the connection closes. On a
 //     scope created from a runtime directly, the end of the scope stands for the close.
 //   - Misuse by an adapter (headers before a status, a status change after the headers, an
 //     event after `end()`, "sent" after "failed") throws std::logic_error naming the calls;
 //     a status outside 100-999 throws std::invalid_argument.
+//   - Memory: `defer` may throw std::bad_alloc (nothing registered, the scope unchanged).
+//     Events, `end()` and the destructor never throw for lack of memory: a task that cannot be
+//     released ends `dropped_out_of_memory`, counted and reported to `on_lost`; due tasks that
+//     cannot be set apart from waiting ones stay until the next event, and the end releases
+//     everything without allocating. An executor whose `execute` throws: the jobs destroyed
+//     by its exception end `rejected_by_executor`, reported too.
+//   - Cost and limits: a named `defer`, `cancel`, and a new distinct no-go set are amortised
+//     O(1) (hash indexes); there is no limit on names or sets. A scope registers at most
+//     2^32 - 1 tasks over its life, and a name has at most that many characters; beyond,
+//     `defer` throws std::length_error.
 //
 // Thread safety: every member function may be called from any thread, concurrently (a
-// handler registering on one thread while the adapter reports events on another). Handing
-// over to executors happens outside the internal lock, serialized per scope, so a task run
-// on the same thread may itself `defer` on this scope. No call may be in progress when the
-// scope is destroyed. The runtime (and connection) must outlive the scope.
+// handler registering on one thread while the adapter reports events on another). Tasks are
+// judged under the internal lock; everything that runs user code happens outside it: closures,
+// the destruction of skipped, cancelled and replaced closures, the runtime's hooks, executors'
+// `execute`. So a capture's destructor or a hook may call into this scope. Hand-offs are
+// serialized per scope (they keep registration order), and same-thread tasks run one at a
+// time on one thread, so a task run on the same thread may itself `defer` on this scope. No
+// call may be in progress when the scope is destroyed. The runtime (and connection) must
+// outlive the scope.
 #pragma once
 
 #include <crosstown/defer_options.hpp>
+#include <crosstown/detail/position_index.hpp>
 #include <crosstown/detail/released_task.hpp>
 #include <crosstown/detail/task_name.hpp>
+#include <crosstown/metrics.hpp>
 #include <crosstown/status_set.hpp>
 #include <crosstown/task.hpp>
 
@@ -111,8 +131,9 @@ class response_scope {
   static constexpr std::size_t initial_capacity = 4;
 
   /// Registers a task. Throws std::invalid_argument if both `same_thread` and `executor` are
-  /// set. Deferring a closure of at most 48 bytes allocates nothing beyond the scope's task
-  /// list (and the name, if longer than the standard library's small-string buffer).
+  /// set, std::length_error past the limits above, std::bad_alloc without memory (the scope
+  /// is then unchanged). Deferring a closure of at most 48 bytes allocates nothing beyond the
+  /// scope's task list (and, amortised, its name index; the name if longer than 23 bytes).
   void defer(task fn, defer_options options);
   /// Registers a task with the default options. The same as `defer(fn, {})`, without
   /// building and destroying a `defer_options` on every call.
@@ -154,7 +175,7 @@ class response_scope {
   delivery delivery_state() const;
   /// The reason given to `delivery_failed`, or a description of why the end counted as one.
   std::string failure_reason() const;
-  /// Tasks registered and still waiting for their phase.
+  /// Tasks registered and not yet judged (still waiting for their phase).
   std::size_t pending() const;
   /// Those tasks with their options, in registration order (for tests and diagnostics).
   std::vector<pending_task> pending_tasks() const;
@@ -162,33 +183,57 @@ class response_scope {
   runtime& owner() const noexcept { return rt_; }
 
  private:
-  // A pending task. Its no-go set is held by number, not by value: a status_set is 128 bytes
-  // and nearly every task uses the default, so entries stay small and cheap to move.
+  // What a due entry's judgement decided (set under the lock, acted on outside it).
+  enum class verdict : std::uint8_t { pending, release, to_connection, skip_status, skip_delivery };
+
+  // A registered task. Its no-go set is held by number, not by value: a status_set is 128
+  // bytes and nearly every task uses the default, so entries stay small and cheap to move.
+  // An entry whose `fn` is empty was cancelled or replaced: a tombstone, removed in bulk.
   struct entry {
     task fn;
     detail::task_name name;
     executor* target;  // null: the runtime's pool
     std::uint32_t index;
-    std::uint16_t no_go;  // 0: the default set; n: no_go_sets_[n - 1]
+    std::uint32_t no_go;  // 0: the default set; n: no_go_sets_[n - 1]
     task_phase phase;
     bool always;
     bool require_delivery;
+    verdict judged;
   };
-
-  static constexpr std::size_t max_no_go_sets = 0xffff;
+  // A closure taken out of the scope under the lock, destroyed and reported after it.
+  struct settled_entry {
+    task fn;
+    detail::task_name name;
+    std::uint32_t index;
+    task_state state;
+  };
 
   task_info info_of(const entry& e) const noexcept;
   const status_set& no_go_of(const entry& e) const noexcept;
   void add(task&& fn, std::string_view name, executor* target, const status_set* no_go,
            task_phase phase, bool always, bool require_delivery);
   // The number `entry::no_go` holds for `set`, adding it to no_go_sets_ if it is new.
-  std::uint16_t intern_locked(const status_set& set);
+  std::uint32_t intern_locked(const status_set& set);
+  // The live entry of that name still waiting for its phase, if any.
+  entry* find_named_locked(std::string_view name) noexcept;
+  // Turns `e` into a tombstone; its closure and name move to the returned record.
+  settled_entry bury_locked(entry& e, task_state state) noexcept;
+  // Drops tombstones when they are at least half the list (amortised O(1) per removal).
+  void compact_if_sparse_locked() noexcept;
+  void rebuild_name_index_locked() noexcept;
+  void settle(settled_entry&& s) noexcept;
   bool due_locked(task_phase p) const noexcept;
-  // Judges a due entry: settles it if skipped, else queues it for hand-off.
-  void settle_or_release_locked(entry&& e);
-  void release_due_locked();
-  void flush(std::unique_lock<std::mutex>& lock);
-  void finish_locked(std::string_view reason);
+  bool any_due_locked() const noexcept;
+  verdict judge_locked(const entry& e) const noexcept;
+  // Moves the due entries, judged, into `out`. False if none is due or there was no memory
+  // to split them from the others (they stay and are taken at a later event or the end).
+  bool take_due_locked(std::vector<entry>& out) noexcept;
+  // Outside the lock: settles the skipped, hands the allowed to their executors, passes the
+  // connection's to it. Returns the same-thread jobs, for the one thread that runs them.
+  detail::released_tasks release(std::vector<entry>&& due) noexcept;
+  void flush(std::unique_lock<std::mutex>& lock) noexcept;
+  void run_same_thread(std::unique_lock<std::mutex>& lock) noexcept;
+  void finish_locked(std::string_view reason, bool static_reason) noexcept;
   void check_open_locked(const char* event) const;
 
   runtime& rt_;
@@ -196,19 +241,24 @@ class response_scope {
   const std::uint64_t id_;
 
   mutable std::mutex mutex_;
-  std::condition_variable handoff_done_;   // dispatching_ became false
-  std::vector<entry> entries_;             // pending tasks; guarded by mutex_
+  std::condition_variable handoff_done_;   // handing_off_ or running_same_thread_ fell
+  std::vector<entry> entries_;             // registration order, tombstones included; mutex_
+  std::size_t dead_ = 0;                   // tombstones in entries_; guarded by mutex_
+  detail::position_index names_;           // named entries waiting for their phase; mutex_
   std::vector<status_set> no_go_sets_;     // distinct non-default sets; mutex_
-  detail::released_tasks outbox_;          // allowed, not yet handed over; mutex_
-  detail::released_tasks to_connection_;   // mutex_
-  std::string failure_reason_;             // guarded by mutex_
+  detail::position_index no_go_index_;     // into no_go_sets_; guarded by mutex_
+  detail::released_tasks same_thread_;     // same-thread jobs not yet run; mutex_
+  std::string failure_reason_;             // a reason given by the adapter; mutex_
+  std::string_view static_reason_;         // or one of crosstown's literals; mutex_
   std::uint32_t next_index_ = 0;           // guarded by mutex_
   int status_ = 0;                         // 0: unknown; guarded by mutex_
   delivery delivery_ = delivery::pending;  // guarded by mutex_
   bool headers_sent_ = false;              // guarded by mutex_
   bool ended_ = false;                     // guarded by mutex_
-  bool dispatching_ = false;               // a thread is handing over; mutex_
-  std::thread::id dispatcher_;             // that thread; guarded by mutex_
+  bool handing_off_ = false;               // a thread is handing jobs to executors; mutex_
+  bool running_same_thread_ = false;       // a thread is running same-thread jobs; mutex_
+  std::thread::id hand_off_thread_;        // guarded by mutex_
+  std::thread::id same_thread_runner_;     // guarded by mutex_
 };
 
 /// A keep-alive connection: holds the connection-phase tasks of its ended responses until it

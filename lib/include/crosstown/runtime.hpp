@@ -71,8 +71,8 @@ struct runtime_options {
   /// Called when a task is rejected by overflow or dropped at shutdown. Empty: a line on stderr.
   std::function<void(const task_info&, task_state)> on_lost{};
   /// Called once for every task when it reaches its terminal state (any of the seven), for
-  /// tracing and tests. May be called while a scope's lock is held: it must not call back
-  /// into crosstown. Empty: nothing.
+  /// tracing and tests. Called with no crosstown lock held: it may call into the scope.
+  /// Empty: nothing.
   std::function<void(const task_info&, task_state)> on_settled{};
   /// How long the destructor lets queued work run before dropping it; empty: no limit.
   std::optional<std::chrono::steady_clock::duration> shutdown_timeout{};

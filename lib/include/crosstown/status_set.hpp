@@ -31,6 +31,16 @@
 // full ten "40x", any other run of 2 or more consecutive codes "a-b" (a run stops where a full
 // aligned ten begins, so 395-412 is "395-399,40x,410-412"), single codes "302";
 // comma-separated without spaces. parse(s.to_string()) == s for every non-empty set.
+//
+// Checked at compile time: every string literal, in every form - `status_set s = "5xz"`,
+// `.no_go = "5xz"`, `.no_go = {"5xz"}`, `status_set{"5xx", "5xz"}` - all fail to compile, and
+// a NUL inside a literal is an invalid character (`"404\0,5xx"` does not compile). An int in a
+// mixed list is checked at compile time only when the whole set is constant-evaluated
+// (`constexpr status_set s{"5xx", 1000}` does not compile); otherwise `status_set{"5xx", 1000}`
+// throws status_spec_error at run time, as `status_set::parse(text)` does for run-time text.
+// The error message escapes what is not printable in the spec and the item (`\0`, `\r`,
+// `\n`, `\t`, `\xHH`; `\"` and `\\` too), so a NUL cannot cut it short and a CRLF config line
+// cannot split a log line; `spec()` and `item()` keep the raw text.
 
 #ifndef CROSSTOWN_STATUS_SET_HPP
 #define CROSSTOWN_STATUS_SET_HPP
@@ -80,12 +90,22 @@ class status_spec_error : public std::invalid_argument {
 /// text. It only refers to the text, so it must not outlive it.
 class status_item {
  public:
-  /// A single code; validated when the list is parsed.
+  /// A single code; validated when the list is parsed (at compile time only when the whole
+  /// set is constant-evaluated).
   constexpr status_item(int code) noexcept : code_(code), is_code_(true) {}
-  /// A spec text; a null pointer is treated as an empty text (and so rejected).
-  constexpr status_item(const char* spec) noexcept
+  /// A spec literal, checked at compile time like a bare literal: `{"5xx", "5xz"}` does not
+  /// compile, whether or not the set is constant-evaluated. Positions in the diagnostic are
+  /// relative to this item.
+  template <std::size_t N>
+  consteval status_item(const char (&spec)[N]);
+  /// A spec text held by a pointer (checked when the list is parsed); a null pointer is
+  /// treated as an empty text, and so rejected. A template only so that a literal prefers the
+  /// checked constructor above.
+  template <class Pointer>
+  requires(std::is_same_v<Pointer, const char*> ||
+           std::is_same_v<Pointer, char*>) constexpr status_item(Pointer spec) noexcept
       : spec_(spec != nullptr ? std::string_view(spec) : std::string_view()) {}
-  /// A spec text.
+  /// A spec text (checked when the list is parsed).
   constexpr status_item(std::string_view spec) noexcept : spec_(spec) {}
 
   /// True if this item holds an int code rather than a text.
@@ -299,6 +319,13 @@ inline void range_must_have_start_and_end(std::size_t, std::size_t) noexcept {}
 inline void range_start_greater_than_end(std::size_t, std::size_t) noexcept {}
 }  // namespace invalid_status_spec_literal
 
+/// The text of a literal array: up to its terminating NUL. A NUL before it stays in the text,
+/// so the parser rejects it (`"404\0,5xx"` is not `"404"`).
+template <std::size_t N>
+constexpr std::string_view literal_text(const char (&spec)[N]) noexcept {
+  return std::string_view(spec, N > 0 && spec[N - 1] == '\0' ? N - 1 : N);
+}
+
 /// Fails constant evaluation with a diagnostic that names the reason for `error`.
 constexpr void reject_status_spec_literal(const spec_error& error) noexcept {
   namespace why = invalid_status_spec_literal;
@@ -339,6 +366,14 @@ std::string describe_spec_error(const spec_error& error, std::string_view spec);
 
 }  // namespace detail
 
+template <std::size_t N>
+consteval status_item::status_item(const char (&spec)[N]) : spec_(detail::literal_text(spec)) {
+  detail::status_bits scratch{};
+  if (const auto error = detail::parse_spec_into(spec_, scratch)) {
+    detail::reject_status_spec_literal(*error);
+  }
+}
+
 /// A set of HTTP status codes 100-999 (see the file comment for the text form).
 class status_set {
  public:
@@ -355,9 +390,7 @@ class status_set {
   /// diagnostic names a function in detail::invalid_status_spec_literal giving the reason.
   template <std::size_t N>
   consteval status_set(const char (&spec)[N]) {
-    std::size_t length = 0;
-    while (length < N && spec[length] != '\0') ++length;
-    if (const auto error = detail::parse_spec_into(std::string_view(spec, length), bits_)) {
+    if (const auto error = detail::parse_spec_into(detail::literal_text(spec), bits_)) {
       detail::reject_status_spec_literal(*error);
     }
   }
@@ -456,6 +489,7 @@ class status_set {
   std::string to_string() const;
 
  private:
+  friend struct std::hash<status_set>;
   detail::status_bits bits_{};
 };
 
@@ -463,5 +497,17 @@ class status_set {
 std::ostream& operator<<(std::ostream& out, const status_set& set);
 
 }  // namespace crosstown
+
+/// Hashes the codes, so that sets can key unordered containers.
+template <>
+struct std::hash<crosstown::status_set> {
+  std::size_t operator()(const crosstown::status_set& set) const noexcept {
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    for (const std::uint64_t word : set.bits_) {
+      h ^= word + 0x9e3779b97f4a7c15ULL + (h << 6U) + (h >> 2U);
+    }
+    return static_cast<std::size_t>(h);
+  }
+};
 
 #endif  // CROSSTOWN_STATUS_SET_HPP

@@ -1,5 +1,7 @@
 #include <crosstown/testing/harness.hpp>
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -7,8 +9,45 @@ namespace crosstown::testkit {
 
 void PrintTo(const task_record& r, std::ostream* out) {
   *out << "{" << task_info{r.request_id, r.index, r.name}.describe() << ": " << r.state
-       << ", status " << r.status
-       << (r.after_response ? ", after the response" : ", BEFORE the response") << "}";
+       << ", status " << r.status;
+  if (!r.released) {
+    *out << ", never released";
+  } else {
+    *out << (r.after_response ? ", released after the response" : ", released BEFORE the response");
+  }
+  *out << "}";
+}
+
+harness::escape_watch::escape_watch(harness& owner) noexcept
+    : owner_(owner),
+      previous_(detail::observe_unbound_deferrals(this)),
+      handler_thread_(std::this_thread::get_id()) {}
+
+harness::escape_watch::~escape_watch() { detail::observe_unbound_deferrals(previous_); }
+
+bool harness::escape_watch::escaped(task& fn, const defer_options* options) noexcept {
+  try {
+    escaped_deferral record{options != nullptr ? options->name : std::string(),
+                            owner_.scope_ ? owner_.scope_->id() : 0,
+                            std::this_thread::get_id() == handler_thread_};
+    {
+      std::lock_guard lock(owner_.escaped_mutex_);
+      owner_.escaped_.push_back(record);
+      owner_.escaped_tasks_.push_back(std::move(fn));
+    }
+    ADD_FAILURE() << "crosstown::defer"
+                  << (record.name.empty() ? std::string() : " of \"" + record.name + "\"")
+                  << " was called with no response scope bound, "
+                  << (record.on_handler_thread ? "on the handler's thread"
+                                               : "on another thread than the handler's")
+                  << ", while the harness handled request " << record.request_id
+                  << ": the deferral escaped the harness (in production it would run at once, "
+                     "during the handler). Bind the scope on that thread or pass the "
+                     "response_scope& to it. The task was not run; see harness::escaped().";
+    return true;
+  } catch (...) {
+    return false;  // no memory to record it: let the policy apply as without a harness
+  }
 }
 
 harness::harness()
@@ -103,20 +142,41 @@ bool harness::completed(std::uint64_t request_id) const {
 void harness::release_recorder::execute(job_batch batch) {
   for (const job& j : batch) {
     const task_info info = j.info();
-    if (owner_.completed(info.request_id)) {
-      owner_.released_after_.emplace_back(info.request_id, info.index);
-    }
+    owner_.released_[{info.request_id, info.index}] = owner_.completed(info.request_id);
   }
   owner_.manual_.execute(std::move(batch));
 }
 
 void harness::on_settled(const task_info& info, task_state state) {
-  // Called inside the scope's lock: record only, never call back into the scope.
-  const bool released_after =
-      std::find(released_after_.begin(), released_after_.end(),
-                std::pair{info.request_id, info.index}) != released_after_.end();
-  history_.push_back({info.request_id, info.index, std::string(info.name), state,
-                      status_of(info.request_id), released_after});
+  // Called with no crosstown lock held, so the current scope can be asked for its status.
+  int status = status_of(info.request_id);
+  if (status == 0 && scope_ && scope_->id() == info.request_id) {
+    status = scope_->status().value_or(0);
+  }
+  const auto released = released_.find({info.request_id, info.index});
+  const bool was_released = released != released_.end();
+  history_.push_back({info.request_id, info.index, std::string(info.name), state, status,
+                      was_released && released->second, was_released});
+}
+
+const std::vector<task_record>& harness::history() const {
+  // A test that drives h.scope() itself reports the status after some tasks settled
+  // (cancelled ones, say): they learn it now.
+  if (scope_) {
+    const std::uint64_t id = scope_->id();
+    const int status = scope_->status().value_or(0);
+    if (status != 0) {
+      for (task_record& r : history_) {
+        if (r.request_id == id && r.status == 0) r.status = status;
+      }
+    }
+  }
+  return history_;
+}
+
+std::vector<escaped_deferral> harness::escaped() const {
+  std::lock_guard lock(escaped_mutex_);
+  return escaped_;
 }
 
 bool harness::next_task() { return manual_.run_one(); }
@@ -124,9 +184,10 @@ bool harness::next_task() { return manual_.run_one(); }
 std::size_t harness::run_all() { return manual_.run_all(); }
 
 const task_record* harness::find(std::string_view name) const {
-  auto it = std::find_if(history_.rbegin(), history_.rend(),
+  const std::vector<task_record>& records = history();
+  auto it = std::find_if(records.rbegin(), records.rend(),
                          [&](const task_record& r) { return r.name == name; });
-  return it == history_.rend() ? nullptr : &*it;
+  return it == records.rend() ? nullptr : &*it;
 }
 
 std::size_t harness::ran() const {

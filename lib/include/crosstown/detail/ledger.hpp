@@ -6,6 +6,17 @@
 // activity has stopped (after `wait_idle`). `active_` counts tasks handed to an executor and
 // not yet terminal; reaching zero wakes `wait_idle` (notified under `idle_mutex_`, so no
 // wake-up is lost).
+//
+// Hooks (`on_error`, `on_lost`, `on_settled`) are called by whoever reports the state, never
+// while a crosstown lock is held: scopes settle tasks after unlocking, executors run and drop
+// jobs outside their locks.
+//
+// Why a job that is destroyed unrun counts as `dropped_at_shutdown` unless a `drop_reason` is
+// active on the destroying thread: a job cannot tell why it is being destroyed, but the code
+// that hands it over can. `drop_reason` marks a region of one thread (the hand-off to an
+// executor, crosstown's own out-of-memory paths) so that those destructions count as what
+// happened - `rejected_by_executor` when an executor's `execute` throws, `dropped_out_of_memory`
+// when crosstown could not allocate - and are reported so to `on_lost`.
 #pragma once
 
 #include <crosstown/job.hpp>
@@ -56,6 +67,12 @@ class ledger {
 
   void report_failure(const task_failure& failure) noexcept;
   void report_lost(const task_info& info, task_state state) noexcept;
+  /// A pending task that was never made a job ends as lost (`dropped_out_of_memory`): counted,
+  /// reported to `on_settled` and `on_lost`.
+  void settled_lost(task_state state, const task_info& info) noexcept {
+    settled_pending(state, info);
+    report_lost(info, state);
+  }
 
   /// True when nothing is queued or running; false at `deadline`.
   bool wait_idle(std::chrono::steady_clock::time_point deadline);
@@ -74,6 +91,9 @@ class ledger {
   }
 
   void notify_settled(const task_info& info, task_state state) noexcept;
+  // `dropped_at_shutdown`, or what an active drop_reason of this thread says instead.
+  task_state drop_state(task_state state) const noexcept;
+  friend class drop_reason;
 
   struct alignas(64) shard {
     std::atomic<std::uint64_t> registered{0};
@@ -91,6 +111,25 @@ class ledger {
   alignas(64) std::atomic<std::uint64_t> active_{0};
   std::mutex idle_mutex_;
   std::condition_variable idle_cv_;
+};
+
+/// While alive, jobs of `l` destroyed unrun on this thread count as `state` instead of
+/// `dropped_at_shutdown`. With `only_while_unwinding`, only those destroyed while an exception
+/// thrown inside the region propagates (the batch an executor's `execute` threw out of), not
+/// those an executor drops deliberately (a pool that has shut down). Nests; not movable.
+class drop_reason {
+ public:
+  drop_reason(ledger& l, task_state state, bool only_while_unwinding) noexcept;
+  drop_reason(const drop_reason&) = delete;
+  drop_reason& operator=(const drop_reason&) = delete;
+  ~drop_reason();
+
+ private:
+  friend class ledger;
+  const ledger* ledger_;
+  task_state state_;
+  int unwinding_base_;  // std::uncaught_exceptions() at entry; -1: always applies
+  drop_reason* outer_;
 };
 
 }  // namespace crosstown::detail

@@ -7,7 +7,16 @@
 //     EXPECT_EQ(h.queued(), 100u);                                 // released, not yet run
 //     h.next_task();                                               // run one ...
 //     h.run_all();                                                 // ... or all of them
-//     EXPECT_THAT(h.history(), Each(RanAfterResponse()));
+//     EXPECT_THAT(h.history(), AllRanAfterResponse(100));           // exactly 100, none before
+//
+// A test may drive `h.scope()` itself (`status_known(201)`, `headers_sent()`, ...) instead of
+// `respond`: the records learn the status from the scope either way.
+//
+// Escapes: while a `call` runs, a `crosstown::defer` that finds no scope bound - made from a
+// helper thread the handler started, whose thread has no binding - would run at once in
+// production, during the handler. The harness takes such a deferral instead (it never runs),
+// records it in `escaped()` and fails the test with a message naming it (ADD_FAILURE, on the
+// deferring thread). One harness at a time watches for escapes.
 //
 // The harness owns a runtime whose released tasks all go to a manual executor (whatever
 // executor the handler named, `same_thread` included), so nothing runs until the test says so
@@ -33,11 +42,14 @@
 
 #include <cstdint>
 #include <exception>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -56,6 +68,15 @@ struct task_record {
   /// or had failed, and then settled. False for a task released at "headers sent", or by any
   /// event before the response's completion was reported.
   bool after_response = false;
+  /// The task was handed to an executor at all (false when skipped or cancelled).
+  bool released = false;
+};
+
+/// A `crosstown::defer` that escaped the harness: made with no scope bound during a `call`.
+struct escaped_deferral {
+  std::string name;          ///< the task's name, if it had options with one
+  std::uint64_t request_id;  ///< the request being handled when it escaped
+  bool on_handler_thread;    ///< false: another thread (the usual case)
 };
 
 void PrintTo(const task_record& r, std::ostream* out);
@@ -72,6 +93,7 @@ class harness {
   template <class Handler>
   decltype(auto) call(Handler&& handler) {
     response_scope& s = begin_request();
+    escape_watch watching(*this);
     scope_binding bound(s);
     if constexpr (std::is_invocable_v<Handler, response_scope&>) {
       return std::forward<Handler>(handler)(s);
@@ -85,6 +107,7 @@ class harness {
   template <class Handler>
   auto call_awaitable(Handler&& handler) {
     response_scope& s = begin_request();
+    escape_watch watching(*this);
     using awaitable_type = std::invoke_result_t<Handler, response_scope&>;
     using value_type = typename awaitable_type::value_type;
     io_.restart();
@@ -130,7 +153,9 @@ class harness {
   std::size_t queued() const { return manual_.pending(); }
 
   /// Every task that reached a terminal state, in the order they did.
-  const std::vector<task_record>& history() const { return history_; }
+  const std::vector<task_record>& history() const;
+  /// Deferrals that escaped the harness (see the file comment); each also failed the test.
+  std::vector<escaped_deferral> escaped() const;
   /// The record of the named task (last one of that name), or null.
   const task_record* find(std::string_view name) const;
   /// How many tasks ran (returned normally).
@@ -140,6 +165,21 @@ class harness {
   runtime& rt() { return *rt_; }
 
  private:
+  // Installed for the duration of a call: takes deferrals made with no scope bound.
+  class escape_watch final : public detail::unbound_deferral_observer {
+   public:
+    explicit escape_watch(harness& owner) noexcept;
+    escape_watch(const escape_watch&) = delete;
+    escape_watch& operator=(const escape_watch&) = delete;
+    ~escape_watch() override;
+    bool escaped(task& fn, const defer_options* options) noexcept override;
+
+   private:
+    harness& owner_;
+    detail::unbound_deferral_observer* previous_;
+    std::thread::id handler_thread_;
+  };
+
   response_scope& begin_request();
   void on_settled(const task_info& info, task_state state);
   // After a completion event: records of the current request learn its final status.
@@ -158,10 +198,14 @@ class harness {
   };
   bool completed(std::uint64_t request_id) const;
 
-  std::vector<task_record> history_;
+  // Records whose status was unknown when they settled learn it when read.
+  mutable std::vector<task_record> history_;
   std::vector<std::pair<std::uint64_t, int>> responded_;  // request id, final status
-  // Tasks handed over after their response completed: (request id, index).
-  std::vector<std::pair<std::uint64_t, std::uint32_t>> released_after_;
+  // Tasks handed over: (request id, index) -> released after their response completed.
+  std::map<std::pair<std::uint64_t, std::uint32_t>, bool> released_;
+  mutable std::mutex escaped_mutex_;
+  std::vector<escaped_deferral> escaped_;  // guarded by escaped_mutex_
+  std::vector<task> escaped_tasks_;        // never run; guarded by escaped_mutex_
   boost::asio::io_context io_;
   manual_executor manual_;
   release_recorder recorder_{*this};

@@ -2,7 +2,7 @@
 //
 //     EXPECT_THAT(h.deferred(), SizeIs(3));
 //     EXPECT_THAT(h.deferred(), Contains(IsNamed("welcome-mail")));
-//     EXPECT_THAT(h.history(), Each(RanAfterResponse()));
+//     EXPECT_THAT(h.history(), AllRanAfterResponse(3));  // exactly 3 records, each ran after
 //     EXPECT_THAT(*h.find("calls"), SkippedByStatus(404));
 //
 // `IsNamed` and `WaitsFor` apply to `crosstown::pending_task` (h.deferred()); the others to
@@ -16,6 +16,7 @@
 
 #include <gmock/gmock.h>
 
+#include <cstddef>
 #include <ostream>
 #include <string>
 
@@ -33,6 +34,54 @@ namespace testkit {
 /// The task ran (returned normally) after its response was sent or had failed.
 MATCHER(RanAfterResponse, negation ? "did not run after its response" : "ran after its response") {
   return arg.state == task_state::ran && arg.after_response;
+}
+
+/// A history of exactly `count` records (count > 0), every one of which ran after its
+/// response. Unlike `Each(RanAfterResponse())`, it fails on an empty history: a test that
+/// expected work and got none does not pass. A count of 0 never matches.
+MATCHER_P(AllRanAfterResponse, count,
+          std::string(negation ? "is not" : "is") + " " + ::testing::PrintToString(count) +
+              " task(s), all of which ran after their response") {
+  const auto expected = static_cast<std::size_t>(count);
+  if (expected == 0) {
+    *result_listener << "a count of 0 proves nothing; expect an empty history with IsEmpty()";
+    return false;
+  }
+  std::size_t n = 0;
+  std::size_t i = 0;
+  for (const auto& record : arg) {
+    ++n;
+    if (!(record.state == task_state::ran && record.after_response)) {
+      *result_listener << "record " << i
+                       << " did not run after its response: " << ::testing::PrintToString(record);
+      return false;
+    }
+    ++i;
+  }
+  if (n != expected) {
+    *result_listener << "has " << n << " record(s)";
+    return false;
+  }
+  return true;
+}
+
+/// At least one record, and every record ran after its response (fails on an empty history).
+MATCHER(AllRanAfterResponse, negation ? "is empty or has a task that did not run after its response"
+                                      : "is non-empty and every task ran after its response") {
+  std::size_t i = 0;
+  for (const auto& record : arg) {
+    if (!(record.state == task_state::ran && record.after_response)) {
+      *result_listener << "record " << i
+                       << " did not run after its response: " << ::testing::PrintToString(record);
+      return false;
+    }
+    ++i;
+  }
+  if (i == 0) {
+    *result_listener << "is empty: no task ran at all";
+    return false;
+  }
+  return true;
 }
 
 /// The task was skipped because its response's status was `status`.

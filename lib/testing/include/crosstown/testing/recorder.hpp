@@ -9,6 +9,7 @@
 //     send_welcome_mails(users);                  // calls crosstown::defer(...) inside
 //     EXPECT_THAT(recorder.recorded(), SizeIs(3));
 //     recorder.run_all(200);                      // as if a 200 response went out
+//     crosstown::defer(log_it);                   // after run_all: judged and run at once
 //
 // It binds a private response scope to this thread (restoring any previous binding when
 // destroyed). Not thread-safe; use it on the thread that defers.
@@ -45,13 +46,18 @@ class deferral_recorder {
   std::vector<pending_task> recorded() const { return scope_->pending_tasks(); }
 
   /// Completes the recorded "response" with `status` and runs every task the rules allow, on
-  /// this thread. Returns how many ran. Later deferrals run at once (their phase has passed).
+  /// this thread. Returns how many ran. Deferrals made afterwards are judged by the same
+  /// status and, if allowed, run at once, on the deferring thread, inside `defer` (their
+  /// phase has passed); later calls of `run_all` run nothing more and ignore `status`.
   std::size_t run_all(int status = 200) {
     if (scope_->delivery_state() == delivery::pending) {
       scope_->status_known(status);
       scope_->response_sent();
     }
-    return manual_.run_all();
+    const std::size_t ran = manual_.run_all();
+    // From now on nothing waits: released tasks run where they are released.
+    rt_->redirect_all_to(same_thread_executor::instance());
+    return ran + manual_.run_all();
   }
 
   metrics_snapshot metrics() const { return rt_->metrics(); }
