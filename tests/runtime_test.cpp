@@ -725,6 +725,9 @@ TEST(RuntimeAdmission, StopsAcceptingWhenThePoolHoldsItsCapacityAndResumesWhenIt
       << "the admission check refused before anything was rejected";
   g.opened.set();
   ASSERT_TRUE(rt.drain_for(deadline).complete);
+  // The pool counts a task until its worker is done with it, a moment after the runtime's
+  // accounting saw it finish: the pool's own drain waits for that.
+  ASSERT_TRUE(rt.pool().drain(clock_type::now() + deadline).complete);
   EXPECT_TRUE(rt.accepting());
   EXPECT_EQ(rt.pressure(), 0.0);
   EXPECT_FALSE(g.timed_out.load());
@@ -770,6 +773,7 @@ TEST(RuntimeAdmission, AdmissionCheckIsSafeWhileWorkersAndProducersRun) {
   stop = true;
   ASSERT_TRUE(reader.wait_done());
   ASSERT_TRUE(rt.drain_for(deadline).complete);
+  ASSERT_TRUE(rt.pool().drain(clock_type::now() + deadline).complete);
   EXPECT_EQ(out_of_range.load(), 0);
   const auto m = rt.metrics();
   EXPECT_EQ(m.registered, m.terminal()) << m;

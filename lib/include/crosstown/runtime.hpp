@@ -118,7 +118,9 @@ class runtime {
   bool accepting() const noexcept { return pool_->accepting(); }
   /// How full the pool is, 0..1: unfinished pool tasks / `queue_capacity`, clamped at 1; 1
   /// once shut down; 0 for an unbounded pool that is running. For shedding load gradually
-  /// (say, refuse optional work above 0.8). Lock-free.
+  /// (say, refuse optional work above 0.8). Lock-free. The pool counts a task until its
+  /// worker is done with it, a moment after `drain` saw it finish (`pool().drain` waits for
+  /// that too).
   double pressure() const noexcept;
 
   /// Waits until no task of this runtime is queued or running on any executor, or until
