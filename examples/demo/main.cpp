@@ -7,12 +7,21 @@
 //       "last byte written" and "first task started" over N requests (default 1000) on 16
 //       keep-alive connections, shuts down gracefully (SIGTERM to itself) and prints the
 //       final counters. Exit status 0 iff every rule held and every task is accounted for.
-//   crosstown-demo serve [--port N] [--coroutine]
+//   crosstown-demo serve [--port N] [--coroutine] [--deadline-ms D] [--idle-timeout-ms T]
+//                        [--header-timeout-ms T] [--body-timeout-ms T] [--write-timeout-ms T]
+//                        [--max-connections N] [--queue-capacity N]
 //       runs the server alone until SIGINT/SIGTERM, e.g. for
 //       curl -X POST 'http://127.0.0.1:8080/calls?n=100'; curl http://127.0.0.1:8080/metrics
+//       It prints "listening on 127.0.0.1:PORT" once it accepts (--port 0: any free port).
 //
-// Shutdown (both modes): stop accepting, let responses in progress finish, drain deferred
-// tasks with a deadline, report what did not finish, then print the counters.
+// Shutdown (both modes), bounded by the deadline D (default 10 s) from the first signal: stop
+// accepting, let responses in progress finish (cut off after min(5 s, D/2)), drain deferred
+// tasks until D, drop what is still queued (each task counted dropped_at_shutdown), and wait
+// at most a margin of 1 s more for tasks still running - a task that does not return is
+// reported and abandoned (the process exits without it). A second SIGINT/SIGTERM makes the
+// deadline "now": connections close at once, the queue is dropped, the margin still applies.
+// Either way the last lines are a summary of the unfinished work (counts by state and the
+// first few names, never one line per task) and the final counters.
 #include "demo_server.hpp"
 #include "phone_calls_app.hpp"
 
@@ -20,16 +29,22 @@
 
 #include <boost/asio/signal_set.hpp>
 
+#include <unistd.h>
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <future>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -43,8 +58,9 @@ namespace beast = demo::beast;
 namespace http = demo::http;
 using demo::clock_type;
 
-constexpr auto drain_deadline = std::chrono::seconds(10);
 const std::int64_t program_start_ns = demo::now_ns();
+/// Beyond the deadline, how long shutdown waits for tasks that are still running.
+constexpr auto shutdown_margin = std::chrono::seconds(1);
 
 double ms_at(std::int64_t ns) { return static_cast<double>(ns - program_start_ns) / 1e6; }
 
@@ -53,13 +69,31 @@ struct options {
   bool coroutine = false;
   unsigned short port = 0;
   int requests = 1000;
+  std::chrono::milliseconds deadline = std::chrono::seconds(10);
+  demo::server_options server;
+  std::size_t queue_capacity = 100'000;
 };
 
-[[noreturn]] void usage() {
+[[noreturn]] void usage(const char* why = nullptr) {
+  if (why != nullptr) std::fprintf(stderr, "crosstown-demo: %s\n", why);
   std::fprintf(stderr,
                "usage: crosstown-demo [client] [--coroutine] [--requests N]\n"
-               "       crosstown-demo serve [--port N] [--coroutine]\n");
+               "       crosstown-demo serve [--port N] [--coroutine] [--deadline-ms D]\n"
+               "              [--idle-timeout-ms T] [--header-timeout-ms T] [--body-timeout-ms T]\n"
+               "              [--write-timeout-ms T] [--max-connections N] [--queue-capacity N]\n");
   std::exit(2);
+}
+
+// A decimal number for option `name`, 1..max (a clear error otherwise).
+long long number_arg(const char* name, const char* text, long long max) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v < 0 || v > max) {
+    std::fprintf(stderr, "crosstown-demo: %s wants a number 0-%lld, got \"%s\"\n", name, max, text);
+    std::exit(2);
+  }
+  return v;
 }
 
 options parse(int argc, char** argv) {
@@ -73,9 +107,28 @@ options parse(int argc, char** argv) {
     } else if (arg == "--coroutine") {
       o.coroutine = true;
     } else if (arg == "--port" && i + 1 < argc) {
-      o.port = static_cast<unsigned short>(std::atoi(argv[++i]));
+      o.port = static_cast<unsigned short>(number_arg("--port", argv[++i], 65535));
     } else if (arg == "--requests" && i + 1 < argc) {
-      o.requests = std::max(1, std::atoi(argv[++i]));
+      o.requests = static_cast<int>(std::max(1LL, number_arg("--requests", argv[++i], 1'000'000)));
+    } else if (arg == "--deadline-ms" && i + 1 < argc) {
+      o.deadline = std::chrono::milliseconds(number_arg("--deadline-ms", argv[++i], 3'600'000));
+    } else if (arg == "--idle-timeout-ms" && i + 1 < argc) {
+      o.server.idle_timeout =
+          std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 86'400'000));
+    } else if (arg == "--header-timeout-ms" && i + 1 < argc) {
+      o.server.header_timeout =
+          std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 86'400'000));
+    } else if (arg == "--body-timeout-ms" && i + 1 < argc) {
+      o.server.body_timeout =
+          std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 86'400'000));
+    } else if (arg == "--write-timeout-ms" && i + 1 < argc) {
+      o.server.write_timeout =
+          std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 86'400'000));
+    } else if (arg == "--max-connections" && i + 1 < argc) {
+      o.server.max_connections =
+          static_cast<std::size_t>(number_arg(arg.data(), argv[++i], 1'000'000));
+    } else if (arg == "--queue-capacity" && i + 1 < argc) {
+      o.queue_capacity = static_cast<std::size_t>(number_arg(arg.data(), argv[++i], 100'000'000));
     } else {
       usage();
     }
@@ -131,61 +184,208 @@ bool settled(crosstown::runtime& rt) {
   return m.unfinished() == 0;
 }
 
-void print_counters(const crosstown::metrics_snapshot& m) {
+void print_counters(const crosstown::metrics_snapshot& m, std::uint64_t abandoned = 0) {
   std::cout << "counters: " << m << "\n";
-  std::printf("every task accounted for: %s\n", m.unfinished() == 0 ? "yes" : "NO");
+  // Balanced: every registered task is in a terminal state, or - only when shutdown gave up
+  // on a task that did not return - still running and abandoned with the process.
+  const bool balanced = m.unfinished() == abandoned && m.queued == 0;
+  std::printf("every task accounted for: %s", balanced ? "yes" : "NO");
+  if (abandoned != 0) {
+    std::printf(" (%llu still running, abandoned at exit)",
+                static_cast<unsigned long long>(abandoned));
+  }
+  std::printf("\n");
+  std::fflush(stdout);
 }
 
-// Drains deferred work with a deadline and reports; true if everything finished.
-bool drain_and_report(crosstown::runtime& rt) {
-  std::printf("draining deferred tasks (deadline %llds)...\n",
-              static_cast<long long>(drain_deadline.count()));
-  const crosstown::drain_report report = rt.drain_for(drain_deadline);
-  if (report.complete) {
+// What on_lost saw, summarised: counts by state and the first few names.
+class lost_tally {
+ public:
+  void add(const crosstown::task_info& t, crosstown::task_state s) {
+    std::lock_guard lock(mutex_);
+    ++count_[static_cast<std::size_t>(s)];
+    if (first_.size() < shown) first_.push_back(t.describe());
+  }
+  void print() const {
+    std::lock_guard lock(mutex_);
+    for (std::size_t i = 0; i < count_.size(); ++i) {
+      if (count_[i] == 0) continue;
+      const auto s = static_cast<crosstown::task_state>(i);
+      // `running`: a task still running when shutdown gave up on it (abandoned).
+      std::printf("  %s%s: %llu\n", std::string(crosstown::to_string(s)).c_str(),
+                  s == crosstown::task_state::running ? " (abandoned)" : "",
+                  static_cast<unsigned long long>(count_[i]));
+    }
+    print_names(first_, total_locked());
+  }
+  static void print_names(const std::vector<std::string>& names, std::uint64_t total) {
+    if (names.empty()) return;
+    std::printf("  first %zu:", std::min<std::size_t>(names.size(), shown));
+    for (std::size_t i = 0; i < names.size() && i < shown; ++i)
+      std::printf(" %s", names[i].c_str());
+    if (total > shown)
+      std::printf(" ... (%llu more)", static_cast<unsigned long long>(total - shown));
+    std::printf("\n");
+  }
+
+ private:
+  static constexpr std::size_t shown = 5;
+  std::uint64_t total_locked() const {
+    std::uint64_t t = 0;
+    for (const auto c : count_) t += c;
+    return t;
+  }
+  mutable std::mutex mutex_;
+  // Indexed by task_state: the terminal states, and `running` for abandoned tasks.
+  std::array<std::uint64_t, static_cast<std::size_t>(crosstown::last_task_state) + 1> count_{};
+  std::vector<std::string> first_;
+};
+
+// Signals and the shutdown deadline, shared by the signal handler (I/O thread) and the thread
+// that shuts down.
+class shutdown_control {
+ public:
+  explicit shutdown_control(std::chrono::milliseconds deadline) : deadline_(deadline) {}
+
+  // Arms the handler on `signals` (runs on the I/O thread): the first signal stops the server
+  // gracefully, the second aborts it and makes the deadline now.
+  void watch(net::signal_set& signals, demo::server& server) {
+    signals.async_wait([this, &signals, &server](const demo::error_code& ec, int signal) {
+      if (ec) return;
+      std::lock_guard lock(mutex_);
+      if (!signalled_) {
+        signalled_ = true;
+        until_ = clock_type::now() + deadline_;
+        std::printf(
+            "\nsignal %d: stop accepting, finish responses in flight, drain deferred "
+            "tasks (deadline %lld ms + %lld ms margin); another signal stops at once\n",
+            signal, static_cast<long long>(deadline_.count()),
+            static_cast<long long>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(shutdown_margin).count()));
+        server.stop();
+      } else {
+        forced_ = true;
+        until_ = clock_type::now();
+        std::printf("\nsignal %d again: stopping now\n", signal);
+        server.abort();
+      }
+      std::fflush(stdout);
+      changed_.notify_all();
+      watch(signals, server);
+    });
+  }
+
+  // Waits for the first signal.
+  void wait_signalled() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return signalled_; });
+  }
+  clock_type::time_point until() const {
+    std::lock_guard lock(mutex_);
+    return until_;
+  }
+  bool forced() const {
+    std::lock_guard lock(mutex_);
+    return forced_;
+  }
+  // Waits until `done()` or the deadline (moved earlier by a second signal).
+  template <class Done>
+  bool wait_until_deadline(Done done) {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (done()) return true;
+      const auto limit = std::min(until_, clock_type::now() + std::chrono::milliseconds(20));
+      if (clock_type::now() >= until_) return done();
+      changed_.wait_until(lock, limit);
+    }
+  }
+
+ private:
+  const std::chrono::milliseconds deadline_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  bool signalled_ = false;                                        // guarded by mutex_
+  bool forced_ = false;                                           // guarded by mutex_
+  clock_type::time_point until_ = clock_type::time_point::max();  // guarded by mutex_
+};
+
+// After the server stopped: drains deferred work until the deadline, drops the rest, waits the
+// margin for running tasks, prints the summary and the final counters. Returns the exit
+// status (0: everything finished). Never returns if a task would not: exits the process.
+int drain_and_report(crosstown::runtime& rt, shutdown_control& control, const lost_tally& lost) {
+  const auto until = control.until();
+  std::printf("draining deferred tasks...\n");
+  std::fflush(stdout);
+  bool complete = false;
+  while (!complete) {
+    const auto slice = std::min(until, clock_type::now() + std::chrono::milliseconds(50));
+    complete = rt.drain(slice).complete;
+    if (complete || clock_type::now() >= control.until()) break;
+  }
+  // Drop what is still queued. The pool abandons a task still running shortly after (it
+  // cannot be stopped; it reports it to on_lost as `running`); should shutdown itself not
+  // return within the margin, the process exits without it.
+  auto stopped = std::async(std::launch::async, [&rt] { return rt.shutdown(clock_type::now()); });
+  const bool returned = stopped.wait_for(shutdown_margin) == std::future_status::ready;
+  if (returned) stopped.get();
+  const crosstown::metrics_snapshot m = rt.metrics();
+  if (complete) {
     std::printf("drain: complete\n");
   } else {
-    std::printf("drain: INCOMPLETE - %llu queued, %llu running\n",
-                static_cast<unsigned long long>(report.queued),
-                static_cast<unsigned long long>(report.running));
-    for (const std::string& name : report.unfinished)
-      std::printf("  unfinished: %s\n", name.c_str());
+    std::printf("drain: INCOMPLETE at the deadline%s\n", control.forced() ? " (forced)" : "");
+    lost.print();
+    if (m.in_flight != 0) {
+      std::printf("  still running at exit: %llu (abandoned)\n",
+                  static_cast<unsigned long long>(m.in_flight));
+    }
   }
-  print_counters(rt.metrics());
-  return report.complete && rt.metrics().unfinished() == 0;
+  print_counters(m, m.in_flight);
+  if (!returned) std::_Exit(1);  // shutdown is stuck: a thread that cannot be joined
+  return complete && m.unfinished() == 0 ? 0 : 1;
 }
 
-// Stops the server on SIGINT/SIGTERM.
-void stop_on_signal(net::signal_set& signals, demo::server& server) {
-  signals.async_wait([&server](const demo::error_code& ec, int signal) {
-    if (ec) return;
-    std::printf("\nsignal %d: stop accepting, finish responses in flight\n", signal);
-    std::fflush(stdout);
-    server.stop();
-  });
+crosstown::runtime_options runtime_options_for(const options& o, lost_tally& lost) {
+  return {.threads = 4,
+          .queue_capacity = o.queue_capacity,
+          .overflow = crosstown::overflow_policy::reject,
+          // Counted and summarised at the end, not one stderr line per task.
+          .on_lost = [&lost](const crosstown::task_info& t, crosstown::task_state s) {
+            lost.add(t, s);
+          }};
 }
 
 int serve(const options& o) {
-  crosstown::runtime rt({.threads = 4, .shutdown_timeout = std::chrono::seconds(1)});
+  lost_tally lost;
+  crosstown::runtime rt(runtime_options_for(o, lost));
   demo::phone_calls_app app(rt);
   net::io_context ioc;
-  demo::server server(
-      ioc, rt, std::ref(app),
-      {.port = o.port,
-       .style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback});
+  demo::server_options so = o.server;
+  so.port = o.port;
+  so.style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback;
+  so.stop_grace = std::min(so.stop_grace, std::chrono::milliseconds(o.deadline / 2));
+  demo::server server(ioc, rt, std::ref(app), so);
   app.observe(&server);
   net::signal_set signals(ioc, SIGINT, SIGTERM);
-  stop_on_signal(signals, server);
+  shutdown_control control(o.deadline);
+  control.watch(signals, server);
   server.start();
   std::printf(
       "crosstown-demo serving on http://127.0.0.1:%u (%s sessions); Ctrl-C to stop\n"
+      "listening on 127.0.0.1:%u\n"
       "  curl -X POST 'http://127.0.0.1:%u/calls?n=100'\n"
       "  curl http://127.0.0.1:%u/missing\n"
       "  curl http://127.0.0.1:%u/metrics\n",
       server.port(), o.coroutine ? "coroutine" : "callback", server.port(), server.port(),
-      server.port());
+      server.port(), server.port());
   std::fflush(stdout);
-  ioc.run();
-  return drain_and_report(rt) ? 0 : 1;
+  std::thread io([&ioc] { ioc.run(); });
+  control.wait_signalled();
+  // The server's connections end within its grace (or at once on a second signal).
+  control.wait_until_deadline([&] { return server.stats().active_connections == 0; });
+  const int status = drain_and_report(rt, control, lost);
+  net::post(ioc, [&signals] { signals.cancel(); });
+  io.join();
+  return status;
 }
 
 struct check {
@@ -239,7 +439,8 @@ void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::run
 }
 
 int run_client(const options& o) {
-  crosstown::runtime rt({.threads = 4, .shutdown_timeout = std::chrono::seconds(1)});
+  lost_tally lost;
+  crosstown::runtime rt(runtime_options_for(o, lost));
   demo::phone_calls_app app(rt);
   net::io_context ioc;
   demo::server server(
@@ -247,7 +448,8 @@ int run_client(const options& o) {
       {.style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback});
   app.observe(&server);
   net::signal_set signals(ioc, SIGINT, SIGTERM);
-  stop_on_signal(signals, server);
+  shutdown_control control(o.deadline);
+  control.watch(signals, server);
   server.start();
   std::thread io([&ioc] { ioc.run(); });
   const unsigned short port = server.port();
@@ -371,13 +573,16 @@ int run_client(const options& o) {
   std::printf("\nshutting down gracefully (SIGTERM)\n");
   std::fflush(stdout);
   std::raise(SIGTERM);
-  io.join();
+  control.wait_signalled();
+  control.wait_until_deadline([&] { return server.stats().active_connections == 0; });
   const demo::server_stats s = server.stats();
   std::printf("server: %llu connections, %llu requests, %llu bad requests\n",
               static_cast<unsigned long long>(s.connections),
               static_cast<unsigned long long>(s.requests),
               static_cast<unsigned long long>(s.bad_requests));
-  const bool drained = drain_and_report(rt);
+  const bool drained = drain_and_report(rt, control, lost) == 0;
+  net::post(ioc, [&signals] { signals.cancel(); });
+  io.join();
   std::printf("%s\n", c.ok && drained ? "demo: OK" : "demo: FAILED");
   return c.ok && drained ? 0 : 1;
 }
