@@ -74,18 +74,9 @@ class live_token {
   detail::io_runtime* io_;
 };
 
-// One attempt, raced against the timeout when there is one. Returns the attempt's failure
-// (null: it succeeded).
+// One attempt raced against the task's timeout. Returns the attempt's failure (null: it
+// succeeded in time).
 asio::awaitable<std::exception_ptr> attempt(detail::task_plan& plan, task_clock& clock) {
-  std::exception_ptr failure;
-  if (plan.timeout == std::chrono::nanoseconds::zero()) {
-    try {
-      co_await plan.body->start();
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    co_return failure;
-  }
   auto ex = co_await asio::this_coro::executor;
   // wait_for_one: whichever ends first - even by throwing - cancels the other, and the group
   // completes once both have (the body unwound, its captures still alive until then).
@@ -105,8 +96,13 @@ asio::awaitable<void> run_awaitable(detail::io_runtime& io, running_job work, li
   std::exception_ptr last;
   task_state outcome = task_state::ran;
   for (std::uint32_t attempts = 1;; ++attempts) {
+    last = nullptr;
     try {
-      last = co_await attempt(plan, clock);
+      if (plan.timeout == std::chrono::nanoseconds::zero()) {
+        co_await plan.body->start();  // no race to run: no frame for `attempt`
+      } else {
+        last = co_await attempt(plan, clock);
+      }
     } catch (...) {
       last = std::current_exception();  // the factory itself threw, or the race could not start
     }
