@@ -88,6 +88,7 @@ class position_index {
 
   /// Forgets every position, keeping the table's memory.
   void clear() noexcept {
+    if (used_ == 0) return;  // the common case: a scope that named no task
     slot* slots = data();
     for (std::size_t i = 0; i < capacity(); ++i) slots[i] = {};
     used_ = 0;
