@@ -5,7 +5,8 @@
 # terminal states: "every task accounted for: yes").
 #
 # Usage: scripts/soak.sh [minutes=5] [--coroutine] [--preset release] [--connections 64]
-#                        [--threads 2] [--target '/calls?n=10&us=100']
+#                        [--threads 2] [--target '/calls?n=10&us=100'] [--binary PATH]
+# (--binary: run that crosstown-demo instead of building the preset's)
 # Needs wrk (Debian package `wrk`; scripts/install-deps.sh installs it). Talks to 127.0.0.1
 # only. The load mixes the target with /missing and /stream through a wrk Lua script.
 set -euo pipefail
@@ -16,6 +17,7 @@ preset=release
 connections=64
 threads=2
 target='/calls?n=10&us=100'
+binary=''
 demo_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --connections) connections="$2"; shift ;;
     --threads) threads="$2"; shift ;;
     --target) target="$2"; shift ;;
+    --binary) binary="$2"; shift ;;
     [0-9]*) minutes="$1" ;;
     *) echo "soak.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -31,9 +34,11 @@ while [ $# -gt 0 ]; do
 done
 command -v wrk >/dev/null || { echo "soak.sh: wrk not found (apt-get install wrk)" >&2; exit 2; }
 
-cmake --preset "$preset" >/dev/null
-cmake --build --preset "$preset" --target crosstown-demo >/dev/null
-binary="build/$preset/examples/demo/crosstown-demo"
+if [ -z "$binary" ]; then
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" --target crosstown-demo >/dev/null
+  binary="build/$preset/examples/demo/crosstown-demo"
+fi
 
 work="$(mktemp -d)"
 trap 'kill "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
