@@ -123,6 +123,7 @@ class exchange : public std::enable_shared_from_this<exchange> {
   std::shared_ptr<connection_scope> connection_;  // declared before scope_: outlives it
   std::optional<response_scope> scope_;
   std::atomic<bool> responding_{false};
+  std::atomic<bool> status_reported_{false};
   std::atomic<bool> headers_reported_{false};
   std::atomic<bool> outcome_reported_{false};
 };
@@ -254,8 +255,10 @@ inline exchange::~exchange() {
 template <class Builder>
 void exchange::report_status(const Builder& builder) {
   responding_.store(true, std::memory_order_release);
+  // Once: the first flush (or done) sends the header, so the builder's status is final then;
+  // a later report could race with that flush's headers_sent on the connection's thread.
+  if (status_reported_.exchange(true, std::memory_order_acq_rel)) return;
   if (scope_->ended() || scope_->delivery_state() != delivery::pending) return;
-  if (headers_reported_.load(std::memory_order_acquire)) return;  // status is fixed
   scope_->status_known(static_cast<int>(builder.header().status_code().raw_code()));
 }
 
