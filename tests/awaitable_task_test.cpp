@@ -419,7 +419,7 @@ TEST(AwaitableTaskThreads, ConcurrentRequestsThroughALaneKeepTheLimitAndTheAccou
   {
     runtime rt({.threads = 2,
                 .on_error = [&](const crosstown::task_failure&) { ++failed; },
-                .io_threads = 2});
+                .io_threads = 1});
     rt.lane("api", {.max_in_flight = limit, .capacity = 100'000});
     auto requests = [&] {
       for (int i = 0; i < per_thread; ++i) {

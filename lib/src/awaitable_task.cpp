@@ -285,9 +285,10 @@ double io_runtime::jitter_unit() noexcept {
   return static_cast<double>(z >> 11) * 0x1.0p-53;
 }
 
-asio::any_io_executor io_runtime::spawn_executor() {
+asio::any_io_executor io_runtime::spawn_executor(bool* one_thread) {
   std::lock_guard lock(mutex_);
   if (stopping()) throw std::logic_error("crosstown: the runtime's I/O side has shut down");
+  if (one_thread != nullptr) *one_thread = external_ == nullptr && threads_ == 1;
   if (external_ != nullptr) return external_->get();
   if (!io_) {
     io_ = std::make_unique<asio::io_context>();
@@ -319,11 +320,12 @@ void io_runtime::start_awaitable(job&& work) noexcept {
     return;
   }
   try {
-    asio::any_io_executor ex = spawn_executor();
+    bool one_thread = false;
+    asio::any_io_executor ex = spawn_executor(&one_thread);
     // A timeout races the body against a timer, and the winner cancels the loser: on an
-    // executor with several threads both must run on one strand, or the cancellation could
-    // meet the other coroutine running.
-    if (io_runtime::plan_of(work).timeout > std::chrono::nanoseconds::zero()) {
+    // executor that may have several threads both must run on one strand, or the cancellation
+    // could meet the other coroutine running. (The runtime's own single thread needs none.)
+    if (!one_thread && io_runtime::plan_of(work).timeout > std::chrono::nanoseconds::zero()) {
       ex = asio::make_strand(ex);
     }
     live_.fetch_add(1, std::memory_order_relaxed);
@@ -349,7 +351,9 @@ void io_runtime::run_blocking(job&& work) noexcept {
       watch->info = running.info();
       watch->name = std::string(running.info().name);
       watch->ledger = running.ledger();
-      watch->ex = asio::make_strand(spawn_executor());  // `stop` is emitted on the same strand
+      bool one_thread = false;
+      watch->ex = spawn_executor(&one_thread);
+      if (!one_thread) watch->ex = asio::make_strand(watch->ex);  // `stop` is emitted on it
       live_.fetch_add(1, std::memory_order_relaxed);
       live_token token(*this);
       asio::co_spawn(watch->ex, watch_overrun(*this, watch, std::move(token)),

@@ -127,8 +127,9 @@ class io_runtime {
   };
 
   // The executor for a new coroutine: the redirection, else the owned io_context (started
-  // here the first time). Throws if a thread cannot be started.
-  boost::asio::any_io_executor spawn_executor();
+  // here the first time). Throws if a thread cannot be started. `one_thread`: set to whether
+  // that is the runtime's own io_context run by a single thread.
+  boost::asio::any_io_executor spawn_executor(bool* one_thread = nullptr);
   void start_awaitable(job&& work) noexcept;
   void run_blocking(job&& work) noexcept;
 
