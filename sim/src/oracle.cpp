@@ -423,8 +423,7 @@ void oracle::check_final(const metrics_snapshot& m) {
   expect("skipped_by_delivery", m.count(task_state::skipped_by_delivery), by_delivery);
   expect("rejected + dropped",
          m.count(task_state::rejected_by_overflow) + m.count(task_state::dropped_at_shutdown) +
-             m.count(task_state::rejected_by_executor) +
-             m.count(task_state::dropped_out_of_memory),
+             m.count(task_state::rejected_by_executor) + m.count(task_state::dropped_out_of_memory),
          lost_);
   expect("queued", m.queued, 0);
   expect("in_flight", m.in_flight, 0);

@@ -24,11 +24,11 @@ namespace crosstown {
 
 /// Where a task is in its life. `ran` and every state after it are terminal.
 enum class task_state : std::uint8_t {
-  pending,               ///< registered, waiting for its phase
-  queued,                ///< handed to an executor, not started
-  running,               ///< running now
-  ran,                   ///< returned normally
-  failed,                ///< threw; reported to the runtime's error hook
+  pending,  ///< registered, waiting for its phase
+  queued,   ///< handed to an executor, not started
+  running,  ///< running now
+  ran,      ///< returned normally
+  failed,   ///< threw; reported to the runtime's error hook
   /// an awaitable task's last attempt ran past its timeout and was cancelled; reported to the
   /// error hook (awaitable_task.hpp)
   timed_out,

@@ -23,10 +23,8 @@ int main() {
   {
     crosstown::response_scope scope(rt);
     scope.defer([&] { ++ran; }, {.executor = manual});
-    crosstown::beast::async_write_response(server, res, scope,
-                                           [&](boost::system::error_code ec, std::size_t) {
-                                             written = !ec;
-                                           });
+    crosstown::beast::async_write_response(
+        server, res, scope, [&](boost::system::error_code ec, std::size_t) { written = !ec; });
     io.run();
   }
   manual.run_all();
