@@ -133,18 +133,18 @@ void response_scope::defer(task fn, defer_options options) {
       options.same_thread ? &same_thread_executor::instance() : options.executor.get();
   // A lane or a timeout: the task carries a plan (detail/task_plan.hpp); awaitable_task.cpp.
   if (detail::needs_plan(options)) fn = detail::plan_blocking(rt_, std::move(fn), options, target);
-  add(std::move(fn), options.name, target, &options.no_go, options.phase, options.always,
-      options.require_delivery);
+  add(std::move(fn), {.name = options.name,
+                      .target = target,
+                      .no_go = &options.no_go,
+                      .phase = options.phase,
+                      .always = options.always,
+                      .require_delivery = options.require_delivery});
 }
 
-void response_scope::defer(task fn) {
-  add(std::move(fn), {}, nullptr, nullptr, task_phase::response_sent, false, false);
-}
+void response_scope::defer(task fn) { add(std::move(fn), registration{}); }
 
-// `no_go` null: the default set.
-void response_scope::add(task&& fn, std::string_view name, executor* target,
-                         const status_set* no_go, task_phase phase, bool always,
-                         bool require_delivery) {
+void response_scope::add(task&& fn, const registration& r) {
+  const std::string_view name = r.name;
   if (!fn) throw std::invalid_argument("crosstown::response_scope::defer: the task is empty");
   if (name.size() > std::numeric_limits<std::uint32_t>::max()) {
     throw std::length_error(
@@ -162,12 +162,12 @@ void response_scope::add(task&& fn, std::string_view name, executor* target,
           "crosstown::response_scope::defer: a response cannot register more than 4294967295 "
           "tasks");
     }
-    const std::uint32_t set = no_go == nullptr ? 0 : intern_locked(*no_go);
+    const std::uint32_t set = r.no_go == nullptr ? 0 : intern_locked(*r.no_go);
     // The first task makes room for a few: most handlers defer more than one, and growing from
     // one entry at a time would allocate at 1, 2 and 4.
     if (entries_.capacity() == 0) entries_.reserve(initial_capacity);
     if (entries_.size() == entries_.capacity()) entries_.reserve(2 * entries_.capacity());
-    due = due_locked(phase);
+    due = due_locked(r.phase);
     const bool indexed = !owned_name.empty() && !due;
     if (indexed) names_.reserve_one();
     // Nothing below throws.
@@ -176,8 +176,8 @@ void response_scope::add(task&& fn, std::string_view name, executor* target,
         replaced.emplace(bury_locked(*same, task_state::cancelled));
       }
     }
-    entries_.emplace_back(std::move(fn), std::move(owned_name), target, next_index_++, set, phase,
-                          always, require_delivery, verdict::pending);
+    entries_.emplace_back(std::move(fn), std::move(owned_name), r.target, next_index_++, set,
+                          r.phase, r.always, r.require_delivery, verdict::pending);
     if (indexed) {
       names_.insert(hash_name(name), static_cast<std::uint32_t>(entries_.size() - 1));
     }

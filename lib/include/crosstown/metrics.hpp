@@ -1,12 +1,13 @@
 // crosstown/metrics.hpp - task states and the runtime's counters.
 //
 // Every task registered with a response scope ends in exactly one terminal state
-// (invariant I6): it ran, it failed (threw), it was skipped by the response status, skipped
-// because delivery failed, cancelled (by name, or replaced by a later task of the same name),
-// rejected by a full queue, dropped at shutdown, dropped because crosstown could not allocate
-// what releasing it needed, or rejected by an executor whose `execute` threw.
-// `metrics_snapshot` reads the runtime's counters; once the runtime is drained, `registered`
-// equals the sum of the terminal counters.
+// (invariant I6): it ran, it failed (threw), it timed out (an awaitable task past its
+// timeout), it was skipped by the response status, skipped because delivery failed,
+// cancelled (by name, or replaced by a later task of the same name), rejected by a full queue
+// or lane, dropped at shutdown, dropped because crosstown could not allocate what releasing
+// it needed, or rejected by an executor whose `execute` threw. `metrics_snapshot` reads the
+// runtime's counters; once the runtime is drained, `registered` equals the sum of the
+// terminal counters.
 //
 // A snapshot is taken counter by counter with relaxed loads, so while tasks are moving the
 // figures may be a few tasks apart; after `runtime::drain` returns complete they add up.

@@ -210,8 +210,17 @@ class response_scope {
 
   task_info info_of(const entry& e) const noexcept;
   const status_set& no_go_of(const entry& e) const noexcept;
-  void add(task&& fn, std::string_view name, executor* target, const status_set* no_go,
-           task_phase phase, bool always, bool require_delivery);
+  // What `add` takes from the options: both `defer` overloads fill one, the one without
+  // options without building a `defer_options` (a status_set is 128 bytes).
+  struct registration {
+    std::string_view name;
+    executor* target = nullptr;         // null: the runtime's pool
+    const status_set* no_go = nullptr;  // null: the default set
+    task_phase phase = task_phase::response_sent;
+    bool always = false;
+    bool require_delivery = false;
+  };
+  void add(task&& fn, const registration& r);
   // The number `entry::no_go` holds for `set`, adding it to no_go_sets_ if it is new.
   std::uint32_t intern_locked(const status_set& set);
   // The live entry of that name still waiting for its phase, if any.

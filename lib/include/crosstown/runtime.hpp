@@ -68,9 +68,11 @@ struct runtime_options {
   bool worker_lowest_priority = false;
   /// Called when a task throws. Empty: a line on stderr.
   std::function<void(const task_failure&)> on_error{};
-  /// Called when a task is rejected by overflow or dropped at shutdown. Empty: a line on stderr.
+  /// Called when a task is lost: rejected (by overflow, a lane or a throwing executor), dropped
+  /// (at shutdown or for lack of memory), or abandoned running at the shutdown deadline. Empty:
+  /// a line on stderr.
   std::function<void(const task_info&, task_state)> on_lost{};
-  /// Called once for every task when it reaches its terminal state (any of the seven), for
+  /// Called once for every task when it reaches its terminal state (any of `terminal_states`), for
   /// tracing and tests. Called with no crosstown lock held: it may call into the scope.
   /// Empty: nothing.
   std::function<void(const task_info&, task_state)> on_settled{};

@@ -18,7 +18,9 @@ namespace crosstown::detail {
 // Released jobs in registration order and, in a parallel vector, the executor each goes to
 // (never null: defaults are resolved at release). Kept apart so that a response whose tasks
 // all go to one executor - the common case - hands its job vector over as the batch itself,
-// without moving each job again.
+// without moving each job again. Measured (callgrind, 100 tasks per response, one executor):
+// one vector of (job, executor) pairs costs 356 instructions per released task against 308
+// here, so the two vectors and the rollback in push_back stay.
 struct released_tasks {
   std::vector<job> jobs;
   std::vector<executor*> targets;
