@@ -584,11 +584,14 @@ TEST(ResponseScopeLocking, SettledHookMayCallIntoTheScopeOfTheTask) {
   runtime rt({.threads = 1, .on_settled = [&](const crosstown::task_info&, crosstown::task_state) {
                 if (response_scope* s = current.load()) pending_seen.push_back(s->pending());
               }});
+  // The one task that runs goes to a manual executor, run on this thread after the scope: the
+  // three that settle without running (replaced, cancelled, skipped) are the ones observed.
+  manual_executor manual;
   EXPECT_TRUE(returns_in_time([&] {
     response_scope scope(rt);
     current = &scope;
     scope.defer([] {}, {.name = "a"});
-    scope.defer([] {}, {.name = "a"});  // replaces: cancelled
+    scope.defer([] {}, {.executor = manual, .name = "a"});  // replaces: cancelled
     scope.defer([] {}, {.name = "b"});
     EXPECT_TRUE(scope.cancel("b"));
     scope.defer([] {}, {.no_go = "2xx"});
@@ -597,6 +600,7 @@ TEST(ResponseScopeLocking, SettledHookMayCallIntoTheScopeOfTheTask) {
     current = nullptr;
   })) << "deadlock: on_settled was called under the scope's lock";
   EXPECT_EQ(pending_seen.size(), 3u);
+  EXPECT_EQ(manual.run_all(), 1u);
 }
 
 // ---- late registration does not wait behind a same-thread task (item 5) --------------------
