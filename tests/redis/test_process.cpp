@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     redis::test::add_test_handlers(w);
     w.start();
     std::cout << "ready" << std::endl;
-    for (;;) std::this_thread::sleep_for(1h);  // until killed
+    for (;;) ::pause();  // parked until the test kills the process
   }
   if (mode == "web" && argc == 5) {
     const int responses = std::atoi(argv[3]);
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     // Polls its own runtime: the test reads this line and kills the process right after.
     while (web.count(crosstown::task_state::ran) < total) std::this_thread::sleep_for(1ms);
     std::cout << "acknowledged " << web.count(crosstown::task_state::ran) << std::endl;
-    for (;;) std::this_thread::sleep_for(1h);  // until killed
+    for (;;) ::pause();  // parked until the test kills the process
   }
   std::cerr << "bad arguments\n";
   return 2;
