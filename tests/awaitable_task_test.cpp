@@ -396,6 +396,13 @@ TEST(AwaitableTaskThreads, RuntimeStartsItsIoThreadOnlyForTheFirstAwaitableTask)
     EXPECT_EQ(ran.load(), 1);
     EXPECT_EQ(threads_named("crosstown-io"), 2u);
   }
+  // pthread_join returns when the thread has cleared its id, which is before the kernel has
+  // finished its exit and dropped it from /proc/self/task: the listing may lag the join by a
+  // moment, so it is awaited (bounded), never assumed.
+  const auto until = crosstown::test_support::clock_type::now() + crosstown::test_support::deadline;
+  while (threads_named("crosstown-io") != 0 && crosstown::test_support::clock_type::now() < until) {
+    std::this_thread::yield();
+  }
   EXPECT_EQ(threads_named("crosstown-io"), 0u) << "the runtime joins its I/O threads";
 }
 
