@@ -426,7 +426,7 @@ TEST(AwaitableTaskThreads, ConcurrentRequestsThroughALaneKeepTheLimitAndTheAccou
   {
     runtime rt({.threads = 2,
                 .on_error = [&](const crosstown::task_failure&) { ++failed; },
-                .io_threads = 1});
+                .io_threads = 2});
     rt.lane("api", {.max_in_flight = limit, .capacity = 100'000});
     auto requests = [&] {
       for (int i = 0; i < per_thread; ++i) {
@@ -485,3 +485,55 @@ TEST(AwaitableTaskThreads, ConcurrentRequestsThroughALaneKeepTheLimitAndTheAccou
 }
 
 }  // namespace
+
+// Several I/O threads and many tasks with timeouts, half of which time out: each attempt's
+// body and its timer are cancelled across coroutines, and every task ends exactly once.
+// Meaningful under ThreadSanitizer: the timeout race used to run on a strand wrapped in a
+// shared, type-erased executor whose fence-based reference count was released from two I/O
+// threads; each task now lives on one single-threaded io_context, so nothing is shared.
+TEST(AwaitableTaskThreads, TimeoutsOnSeveralIoThreadsEndEachTaskOnceWithoutARace) {
+  constexpr int requests = 60;
+  constexpr int per_request = 6;
+  std::atomic<int> reported{0};
+  crosstown::metrics_snapshot m;
+  {
+    runtime rt({.threads = 2,
+                .on_error = [&](const crosstown::task_failure&) { ++reported; },
+                .io_threads = 3});
+    auto defer_some = [&](int from) {
+      for (int i = from; i < requests; i += 2) {
+        response_scope s(rt);
+        for (int k = 0; k < per_request; ++k) {
+          if (k % 2 == 0) {
+            // Times out: the timer wins and cancels the body's wait.
+            s.defer(
+                []() -> awaitable<void> {
+                  boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, 1h);
+                  co_await t.async_wait(boost::asio::use_awaitable);
+                },
+                {.timeout = 1ms});
+          } else {
+            // Finishes in time: the body wins and cancels the timer.
+            s.defer(
+                []() -> awaitable<void> { co_await boost::asio::post(boost::asio::use_awaitable); },
+                {.timeout = 1h});
+          }
+        }
+        s.defer([] {}, {.timeout = 1h});  // a blocking task's overrun watch, cancelled
+        respond(s);
+      }
+    };
+    std::thread a(defer_some, 0);
+    std::thread b(defer_some, 1);
+    a.join();
+    b.join();
+    ASSERT_TRUE(rt.drain_for(crosstown::test_support::deadline).complete);
+    m = rt.metrics();
+  }
+  EXPECT_EQ(m.registered, std::uint64_t{requests} * (per_request + 1));
+  EXPECT_EQ(m.registered, m.terminal());
+  EXPECT_EQ(m.count(task_state::timed_out), std::uint64_t{requests} * per_request / 2);
+  EXPECT_EQ(m.count(task_state::ran), std::uint64_t{requests} * (per_request / 2 + 1));
+  EXPECT_EQ(m.overruns, 0u);
+  EXPECT_EQ(reported.load(), requests * per_request / 2) << "each timeout is reported once";
+}

@@ -288,21 +288,46 @@ double io_runtime::jitter_unit() noexcept {
 asio::any_io_executor io_runtime::spawn_executor(bool* one_thread) {
   std::lock_guard lock(mutex_);
   if (stopping()) throw std::logic_error("crosstown: the runtime's I/O side has shut down");
-  if (one_thread != nullptr) *one_thread = external_ == nullptr && threads_ == 1;
+  if (one_thread != nullptr) *one_thread = external_ == nullptr;
   if (external_ != nullptr) return external_->get();
-  if (!io_) {
-    io_ = std::make_unique<asio::io_context>();
-    work_.emplace(io_->get_executor());
-    asio::io_context* context = io_.get();  // outlives the threads: joined before it goes
-    for (std::size_t i = 0; i < threads_; ++i) {
-      pool_.emplace_back([context] { context->run(); });
+  if (contexts_.empty()) {
+    // Several threads run several io_contexts, not one shared context: a task and the timer
+    // racing it then always run on one thread, and need no strand. A strand there had to be
+    // type-erased into an any_io_executor, i.e. a heap-shared executor whose reference count
+    // was dropped on the request's thread and on two I/O threads, released by Asio with a
+    // fence ThreadSanitizer does not model - and a strand per task cost an allocation.
+    // All or nothing: a context without its thread would keep its tasks until shutdown.
+    std::vector<std::unique_ptr<asio::io_context>> contexts;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work;
+    std::vector<std::thread> threads;
+    try {
+      contexts.reserve(threads_);
+      work.reserve(threads_);
+      threads.reserve(threads_);
+      for (std::size_t i = 0; i < threads_; ++i) {
+        contexts.push_back(std::make_unique<asio::io_context>(1));
+        work.push_back(asio::make_work_guard(*contexts.back()));
+      }
+      for (std::size_t i = 0; i < threads_; ++i) {
+        asio::io_context* context = contexts[i].get();  // outlives the thread: joined first
+        threads.emplace_back([context] { context->run(); });
 #if defined(__linux__)
-      // Named from here, so the name is set once the first awaitable task has been started.
-      ::pthread_setname_np(pool_.back().native_handle(), "crosstown-io");
+        // Named from here, so the name is set once the first awaitable task has been started.
+        ::pthread_setname_np(threads.back().native_handle(), "crosstown-io");
 #endif
+      }
+    } catch (...) {
+      for (auto& context : contexts) context->stop();
+      for (std::thread& t : threads) t.join();  // each ran an empty context: returns at once
+      throw;
     }
+    contexts_ = std::move(contexts);
+    work_ = std::move(work);
+    pool_ = std::move(threads);
   }
-  return io_->get_executor();
+  asio::io_context& context = *contexts_[next_context_];
+  next_context_ = (next_context_ + 1) % contexts_.size();
+  return context.get_executor();
 }
 
 void io_runtime::start(job&& work) noexcept {
@@ -324,7 +349,8 @@ void io_runtime::start_awaitable(job&& work) noexcept {
     asio::any_io_executor ex = spawn_executor(&one_thread);
     // A timeout races the body against a timer, and the winner cancels the loser: on an
     // executor that may have several threads both must run on one strand, or the cancellation
-    // could meet the other coroutine running. (The runtime's own single thread needs none.)
+    // could meet the other coroutine running. (The runtime's own contexts have one thread
+    // each and need none; an external executor may have several.)
     if (!one_thread && io_runtime::plan_of(work).timeout > std::chrono::nanoseconds::zero()) {
       ex = asio::make_strand(ex);
     }
@@ -426,24 +452,22 @@ void io_runtime::shutdown() noexcept {
   {
     std::lock_guard lock(mutex_);
     for (auto& [name, lane] : lanes_) lanes.push_back(lane.get());
-    if (io_) {
-      work_.reset();
-      io_->stop();
-    }
+    work_.clear();
+    for (auto& context : contexts_) context->stop();
     threads.swap(pool_);
   }
   for (lane_state* lane : lanes) lane->drop_waiting();
   for (std::thread& t : threads) t.join();
-  // Destroying the context destroys the suspended coroutines: each job is counted
+  // Destroying a context destroys its suspended coroutines: each job is counted
   // `dropped_at_shutdown` and reported, while the ledger still exists. Outside the lock: a
   // job settling may reach a lane, which may call back in here.
-  std::unique_ptr<asio::io_context> io;
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
   {
     std::lock_guard lock(mutex_);
-    work_.reset();
-    io = std::move(io_);
+    work_.clear();
+    contexts.swap(contexts_);
   }
-  io.reset();
+  contexts.clear();
 }
 
 }  // namespace detail

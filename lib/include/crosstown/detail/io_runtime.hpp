@@ -126,9 +126,9 @@ class io_runtime {
     }
   };
 
-  // The executor for a new coroutine: the redirection, else the owned io_context (started
-  // here the first time). Throws if a thread cannot be started. `one_thread`: set to whether
-  // that is the runtime's own io_context run by a single thread.
+  // The executor for a new coroutine: the redirection, else one of the owned io_contexts,
+  // round robin (started here the first time). Throws if a thread cannot be started.
+  // `one_thread`: set to whether that executor is run by a single thread (the runtime's own).
   boost::asio::any_io_executor spawn_executor(bool* one_thread = nullptr);
   void start_awaitable(job&& work) noexcept;
   void run_blocking(job&& work) noexcept;
@@ -141,10 +141,13 @@ class io_runtime {
   mutable std::mutex mutex_;
   awaitable_executor* external_;  // guarded by mutex_
   std::atomic<task_clock*> clock_;
-  std::unique_ptr<boost::asio::io_context> io_;  // made on first use; guarded by mutex_
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
+  // One io_context per I/O thread, each run by its thread alone, made on first use: a task
+  // lives on one context, so the timeout race needs no strand (see spawn_executor).
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;  // guarded by mutex_
+  std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
       work_;                                                               // guarded by mutex_
   std::vector<std::thread> pool_;                                          // guarded by mutex_
+  std::size_t next_context_ = 0;                                           // guarded by mutex_
   std::map<std::string, std::unique_ptr<lane_state>, std::less<>> lanes_;  // mutex_
 
   std::atomic<std::uint64_t> live_{0};  // awaitable coroutines and overrun watches alive
