@@ -286,8 +286,6 @@ void scale(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->Complexity(benchmark::oN);
 }
 
-}  // namespace
-
 BENCHMARK(crosstown_defer<small_closure, false>)->Name("defer/closure8")->Apply(batches);
 BENCHMARK(baseline_emplace<small_closure>)->Name("std_function/closure8")->Apply(batches);
 BENCHMARK(crosstown_defer<closure_48, false>)->Name("defer/closure48")->Apply(batches);
@@ -302,7 +300,48 @@ BENCHMARK(baseline_lifecycle<small_closure>)
 BENCHMARK(named_in_one_scope)->Name("scale/named")->Apply(scale);
 BENCHMARK(distinct_no_go_sets_in_one_scope)->Name("scale/distinct_no_go_sets")->Apply(scale);
 
+// The callgrind driver (`registration --crosstown_callgrind`): one scope, 100 defers of each
+// form, each form in a function of its own that nothing inlines, so that
+//   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='callgrind_defer_*' \
+//       build/<preset>/benchmarks/registration --crosstown_callgrind
+// counts exactly the call sites and `defer` (divide by 100 per function; callgrind_annotate
+// --inclusive=yes). The scopes are made and ended outside the counted functions.
+constexpr int callgrind_tasks = 100;
+
+[[gnu::noinline]] void callgrind_defer_plain8(crosstown::response_scope& s) {
+  for (int i = 0; i < callgrind_tasks; ++i) s.defer(small_closure{&value});
+}
+[[gnu::noinline]] void callgrind_defer_plain48(crosstown::response_scope& s) {
+  for (int i = 0; i < callgrind_tasks; ++i) s.defer(closure_48{{1, 2, 3, 4, 5, 6}});
+}
+[[gnu::noinline]] void callgrind_defer_options8(crosstown::response_scope& s) {
+  for (int i = 0; i < callgrind_tasks; ++i) s.defer(small_closure{&value}, {.always = true});
+}
+[[gnu::noinline]] void callgrind_defer_options48(crosstown::response_scope& s) {
+  for (int i = 0; i < callgrind_tasks; ++i) {
+    s.defer(closure_48{{1, 2, 3, 4, 5, 6}}, {.always = true});
+  }
+}
+
+int callgrind_driver() {
+  crosstown::runtime& rt = shared_runtime();
+  for (auto* fn : {&callgrind_defer_plain8, &callgrind_defer_plain48, &callgrind_defer_options8,
+                   &callgrind_defer_options48}) {
+    for (int round = 0; round < 2; ++round) {  // the second round is the warm one
+      crosstown::response_scope scope(rt);
+      fn(scope);
+      scope.status_known(500);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--crosstown_callgrind") return callgrind_driver();
+  }
   using crosstown_bench::comparison;
   std::vector<comparison> comparisons;
   for (const char* closure : {"closure8", "closure48"}) {
