@@ -1,5 +1,7 @@
 #include <crosstown/sim/app_test.hpp>
 
+#include "driver.hpp"
+
 #include <crosstown/executor.hpp>
 #include <crosstown/job.hpp>
 
@@ -117,18 +119,18 @@ class app_world final : public link_observer, public executor {
     }
     probe(0);
     open_clients(client);
-    const time_point horizon = time_.now() + cfg_.fault_horizon;
-    run_outcome first = sched_.run(cfg_.step_cap, horizon);
-    out.steps += first.steps;
-    if (first.capped) report_cap(first);
-    if (!first.capped) {
-      if (time_.now() < horizon) time_.advance(horizon - time_.now());
-      net_.heal();
-      record({now(), event_kind::healed});
-      run_outcome second = sched_.run(cfg_.step_cap, time_.now() + cfg_.liveness_budget);
-      out.steps += second.steps;
-      if (second.capped) report_cap(second);
-    }
+    out.steps = detail::run_phases(
+        sched_, time_,
+        {.step_cap = cfg_.step_cap,
+         .fault_horizon = cfg_.fault_horizon,
+         .liveness_budget = cfg_.liveness_budget},
+        [this] {
+          net_.heal();
+          record({now(), event_kind::healed});
+        },
+        [this](const run_outcome& o) {
+          report("liveness", detail::cap_message(cfg_.step_cap, o, "still running"));
+        });
     check_final();
     if (check) {
       try {
@@ -507,14 +509,6 @@ class app_world final : public link_observer, public executor {
     }
   }
 
-  void report_cap(const run_outcome& o) {
-    std::string names;
-    for (std::size_t i = 0; i < o.live.size() && i < 3; ++i)
-      names += (i == 0 ? "" : ", ") + o.live[i];
-    report("liveness",
-           "step cap of " + std::to_string(cfg_.step_cap) + " reached; still running: " + names);
-  }
-
   void check_final() {
     if (!queue_.empty()) {
       report("I3 once", std::to_string(queue_.size()) +
@@ -556,16 +550,7 @@ class app_world final : public link_observer, public executor {
     return trace_.size() - 1;
   }
 
-  std::string story(std::size_t max_events = 40) const {
-    std::string out;
-    if (!first_) return out;
-    const std::size_t end = std::min(first_->event_index + 1, trace_.size());
-    const std::size_t begin = end > max_events ? end - max_events : 0;
-    if (begin > 0) out += "  ... " + std::to_string(begin) + " earlier events\n";
-    for (std::size_t i = begin; i < end; ++i) out += "  " + describe(trace_[i]) + "\n";
-    out += "  >>> " + first_->invariant + ": " + first_->message + "\n";
-    return out;
-  }
+  std::string story() const { return detail::story_of(trace_, first_); }
 
   struct client_side {
     client_side(std::uint64_t seed, std::uint32_t i, scheduler& sched, journal* log)
@@ -632,23 +617,11 @@ app_result run_app(const app_config& config, const server_factory& server,
       app_world w(config, true);
       bare = w.run(server, client, {});
     }
-    for (const auto& [key, with_time] : out.completions) {
-      auto it = bare.completions.find(key);
-      const std::int64_t other = it == bare.completions.end() ? 0 : it->second;
-      if (other != with_time) {
-        auto show = [](std::int64_t t) {
-          if (t == 0) return std::string("never");
-          return t > 0 ? "delivered at " + std::to_string(t) + "ns"
-                       : "failed at " + std::to_string(-t - 1) + "ns";
-        };
-        out.first = violation{"I7 no drag",
-                              "response " + std::to_string(key.second) + " of connection " +
-                                  std::to_string(key.first) + ": " + show(with_time) +
-                                  " with its deferred work, " + show(other) + " without",
-                              0};
-        out.story = "  >>> " + out.first->invariant + ": " + out.first->message + "\n";
-        return out;
-      }
+    if (auto v = detail::no_drag_violation(out.completions, bare.completions, "of", "deferred work",
+                                           0)) {
+      out.first = std::move(v);
+      out.story = "  >>> " + out.first->invariant + ": " + out.first->message + "\n";
+      return out;
     }
   }
   if (config.determinism) {

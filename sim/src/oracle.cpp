@@ -1,5 +1,7 @@
 #include <crosstown/sim/oracle.hpp>
 
+#include "driver.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -438,14 +440,7 @@ std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> oracle::completi
 }
 
 std::string oracle::story(std::size_t max_events) const {
-  std::string out;
-  if (!first_) return out;
-  const std::size_t end = std::min(first_->event_index + 1, trace_.size());
-  const std::size_t begin = end > max_events ? end - max_events : 0;
-  if (begin > 0) out += "  ... " + std::to_string(begin) + " earlier events\n";
-  for (std::size_t i = begin; i < end; ++i) out += "  " + describe(trace_[i]) + "\n";
-  out += "  >>> " + first_->invariant + ": " + first_->message + "\n";
-  return out;
+  return detail::story_of(trace_, first_, max_events);
 }
 
 }  // namespace crosstown::sim

@@ -2,6 +2,8 @@
 
 #include <crosstown/sim/sim_executor.hpp>
 
+#include "driver.hpp"
+
 #include <crosstown/fault.hpp>
 #include <crosstown/response_scope.hpp>
 #include <crosstown/runtime.hpp>
@@ -15,76 +17,6 @@
 #include <utility>
 
 namespace crosstown::sim {
-
-std::string_view to_string(mutation m) noexcept {
-  switch (m) {
-    case mutation::none: return "none";
-    case mutation::sent_at_headers: return "sent-at-headers";
-    case mutation::status_200: return "status-200";
-    case mutation::cross_release: return "cross-release";
-    case mutation::drop_job: return "drop-job";
-  }
-  return "?";
-}
-
-std::optional<mutation> parse_mutation(std::string_view text) noexcept {
-  for (auto m : {mutation::none, mutation::sent_at_headers, mutation::status_200,
-                 mutation::cross_release, mutation::drop_job}) {
-    if (text == to_string(m)) return m;
-  }
-  return std::nullopt;
-}
-
-std::vector<std::string> scenario_names() {
-  return {"phone-calls", "slow-readers", "resets", "keep-alive"};
-}
-
-std::optional<scenario> scenario_by_name(std::string_view name) {
-  using std::chrono::microseconds;
-  scenario s;
-  s.name = std::string(name);
-  if (name == "phone-calls") {
-    // 100 phone calls per request, mixed statuses: most tasks are judged by the status.
-    s.connections = 8;
-    s.requests = 16;
-    s.min_tasks = s.max_tasks = 100;
-    s.named_rate = 0.3;
-    s.distinct_names = 60;
-    s.cancel_rate = 0.3;
-    s.same_thread_rate = 0.1;
-  } else if (name == "slow-readers") {
-    // Clients that read slowly or stop reading: writes block on a full window.
-    s.connections = 4;
-    s.requests = 12;
-    s.min_body_bytes = 2000;
-    s.max_body_bytes = 40000;
-    s.link.window = 4096;
-    s.link.ns_per_byte = 50;
-    s.link.read_delay = microseconds(500);
-    s.stall_rate = 0.7;
-    s.stall_forever_rate = 0.4;
-  } else if (name == "resets") {
-    // Connections reset at a random byte, often in the middle of a body.
-    s.connections = 6;
-    s.requests = 18;
-    s.min_body_bytes = 500;
-    s.max_body_bytes = 8000;
-    s.reset_rate = 0.7;
-    s.require_delivery_rate = 0.4;
-  } else if (name == "keep-alive") {
-    // Pipelined requests on few connections; connection-phase tasks wait for the close.
-    s.connections = 2;
-    s.requests = 24;
-    s.pipelined = true;
-    s.max_tasks = 6;
-    s.connection_phase_rate = 0.35;
-    s.half_close_rate = 0.5;
-    s.reset_rate = 0.1;
-  } else {
-    return std::nullopt;
-  }
-  return s;
-}
 
 namespace {
 
@@ -207,22 +139,19 @@ class world final : public transport_observer {
     open_connections();
     run_result out;
     out.seed = cfg_.seed;
-    // Faulty phase: up to a fixed virtual horizon. The heal must not happen earlier when there
-    // is less deferred work (that would move response times and fake an I7 violation).
-    const time_point horizon = time_.now() + cfg_.fault_horizon;
-    run_outcome first = sched_.run(cfg_.step_cap, horizon);
-    out.steps += first.steps;
-    if (first.capped) report_cap(first);
-    // Liveness phase: heal the network, stop faults, give every permitted task a budget.
-    if (!first.capped) {
-      if (time_.now() < horizon) time_.advance(horizon - time_.now());
-      dice_.heal();
-      oracle_.healed();
-      for (auto& c : conns_) c->wire->heal();
-      run_outcome second = sched_.run(cfg_.step_cap, time_.now() + cfg_.liveness_budget);
-      out.steps += second.steps;
-      if (second.capped) report_cap(second);
-    }
+    out.steps = detail::run_phases(
+        sched_, time_,
+        {.step_cap = cfg_.step_cap,
+         .fault_horizon = cfg_.fault_horizon,
+         .liveness_budget = cfg_.liveness_budget},
+        [this] {
+          dice_.heal();
+          oracle_.healed();
+          for (auto& c : conns_) c->wire->heal();
+        },
+        [this](const run_outcome& o) {
+          oracle_.report("liveness", detail::cap_message(cfg_.step_cap, o, "never finished"));
+        });
     oracle_.check_final(rt_.metrics());
     out.first = oracle_.first_violation();
     out.story = oracle_.story();
@@ -254,15 +183,6 @@ class world final : public transport_observer {
   }
 
  private:
-  void report_cap(const run_outcome& o) {
-    std::string names;
-    for (std::size_t i = 0; i < o.live.size() && i < 3; ++i) {
-      names += (i == 0 ? "" : ", ") + o.live[i];
-    }
-    oracle_.report("liveness", "step cap of " + std::to_string(cfg_.step_cap) +
-                                   " reached; never finished: " + names);
-  }
-
   template <class F>
   void core_call(core_context ctx, F&& f) {
     oracle_.begin_core(ctx);
@@ -580,22 +500,11 @@ run_result run_checked(const run_config& config, check_options checks) {
     bare.keep_journal = false;
     // Only its completion times are compared: its journal digest would be thrown away.
     const run_result without = run_world(bare, false);
-    for (const auto& [key, with_time] : out.completions) {
-      auto it = without.completions.find(key);
-      const std::int64_t other = it == without.completions.end() ? 0 : it->second;
-      if (other != with_time) {
-        auto show = [](std::int64_t t) {
-          if (t == 0) return std::string("never");
-          return t > 0 ? "delivered at " + std::to_string(t) + "ns"
-                       : "failed at " + std::to_string(-t - 1) + "ns";
-        };
-        out.first = violation{"I7 no drag",
-                              "response " + std::to_string(key.second) + " on connection " +
-                                  std::to_string(key.first) + ": " + show(with_time) +
-                                  " with its deferred tasks, " + show(other) + " without",
-                              out.trace.empty() ? 0 : out.trace.size() - 1};
-        return out;
-      }
+    if (auto v =
+            detail::no_drag_violation(out.completions, without.completions, "on", "deferred tasks",
+                                      out.trace.empty() ? 0 : out.trace.size() - 1)) {
+      out.first = std::move(v);
+      return out;
     }
   }
   if (checks.determinism) {
