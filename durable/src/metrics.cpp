@@ -10,15 +10,18 @@ std::ostream& operator<<(std::ostream& out, const publisher_metrics& m) {
              << " unacknowledged=" << m.unacknowledged << " resent=" << m.resent
              << " publish_failures=" << m.publish_failures << " (overflowed=" << m.overflowed
              << " expired=" << m.expired << " refused=" << m.refused
-             << " not_durable=" << m.not_durable << ") connects=" << m.connects
-             << " disconnects=" << m.disconnects << " connected=" << m.connected;
+             << " not_durable=" << m.not_durable << ") ran_locally=" << m.ran_locally
+             << " connects=" << m.connects << " disconnects=" << m.disconnects
+             << " connected=" << m.connected;
 }
 
 std::ostream& operator<<(std::ostream& out, const worker_metrics& m) {
   return out << "consumed=" << m.consumed << " acked=" << m.acked << " retried=" << m.retried
              << " reclaimed=" << m.reclaimed << " dead_lettered=" << m.dead_lettered
              << " duplicates=" << m.duplicates << " in_flight=" << m.in_flight
-             << " delayed=" << m.delayed << " connection_errors=" << m.connection_errors;
+             << " delayed=" << m.delayed << " connection_errors=" << m.connection_errors
+             << " poisoned=" << m.poisoned << " timed_out=" << m.timed_out
+             << " overruns=" << m.overruns << " lane_waits=" << m.lane_waits;
 }
 
 namespace {
@@ -57,6 +60,8 @@ std::string to_prometheus(const publisher_metrics& m, std::string_view prefix) {
         m.expired);
   e.add("redis_publish_refused_total", "counter", "Durable tasks failed: Redis error reply.",
         m.refused);
+  e.add("redis_ran_locally_total", "counter",
+        "Durable tasks run by the local fallback executor instead of being lost.", m.ran_locally);
   e.add("redis_connects_total", "counter", "Connections to Redis established.", m.connects);
   e.add("redis_disconnects_total", "counter", "Connections to Redis lost or dropped.",
         m.disconnects);
@@ -79,6 +84,14 @@ std::string to_prometheus(const worker_metrics& m, std::string_view prefix) {
   e.add("worker_delayed", "gauge", "Retries held until their backoff ends.", m.delayed);
   e.add("worker_connection_errors_total", "counter", "Redis connections lost and re-made.",
         m.connection_errors);
+  e.add("worker_poisoned_total", "counter",
+        "Entries dead-lettered after more than max_deliveries deliveries.", m.poisoned);
+  e.add("worker_timed_out_total", "counter", "Awaitable attempts cancelled at their timeout.",
+        m.timed_out);
+  e.add("worker_overruns_total", "counter", "Blocking handlers that ran past their timeout.",
+        m.overruns);
+  e.add("worker_lane_waits_total", "counter", "Entries that waited for a slot in their lane.",
+        m.lane_waits);
   return std::move(e).str();
 }
 

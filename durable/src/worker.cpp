@@ -1,5 +1,12 @@
 #include <crosstown/redis/worker.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
 #include <hiredis/hiredis.h>
 
 #include <unistd.h>
@@ -10,8 +17,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <future>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -88,8 +97,41 @@ void check(const reply_ptr& r, std::string_view what) {
 
 struct worker::state {
   worker_options options;
-  std::map<std::string, task_handler, std::less<>> handlers;
+  std::map<std::string, registration, std::less<>> handlers;
   std::string handled_names;  // for the unknown-name reason
+
+  // Lanes: slots in use per lane; waiters sleep on lane_freed (stop() wakes them too).
+  struct lane_slots {
+    std::size_t limit = 1;
+    std::size_t in_use = 0;
+  };
+  std::mutex lane_mutex;
+  std::condition_variable lane_freed;
+  std::map<std::string, lane_slots, std::less<>> lanes;  // guarded by lane_mutex
+
+  // Awaitable handlers run here; created by start() when one is registered.
+  std::unique_ptr<boost::asio::io_context> io;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_guard;
+  std::vector<std::thread> io_threads;
+
+  // True with a slot taken; false when the worker stops first.
+  bool acquire_lane(std::string_view name) {
+    std::unique_lock lock(lane_mutex);
+    lane_slots& lane = lanes.find(name)->second;
+    // Counted as the wait begins, so the figure shows a runner waiting now.
+    if (lane.in_use >= lane.limit) lane_waits.fetch_add(1, std::memory_order_relaxed);
+    lane_freed.wait(lock, [&] { return stopping.load() || lane.in_use < lane.limit; });
+    if (lane.in_use >= lane.limit) return false;
+    ++lane.in_use;
+    return true;
+  }
+  void release_lane(std::string_view name) {
+    {
+      std::lock_guard lock(lane_mutex);
+      --lanes.find(name)->second.in_use;
+    }
+    lane_freed.notify_all();
+  }
 
   std::atomic<bool> stopping{false};
   std::mutex mutex;  // guards threads, started; and the stop wake-up
@@ -98,7 +140,8 @@ struct worker::state {
   bool started = false;
 
   std::atomic<std::uint64_t> consumed{0}, acked{0}, retried{0}, reclaimed{0}, dead_lettered{0},
-      duplicates{0}, in_flight{0}, delayed{0}, connection_errors{0};
+      duplicates{0}, in_flight{0}, delayed{0}, connection_errors{0}, poisoned{0}, timed_out{0},
+      overruns{0}, lane_waits{0};
 
   void run(std::size_t index);
 };
@@ -181,10 +224,43 @@ class runner {
           got.push_back(std::move(e));
         }
         s_.reclaimed.fetch_add(got.size(), std::memory_order_relaxed);
+        dead_letter_poison(got);
         process_all(got);
         if (cursor == "0-0") break;
       }
     }
+  }
+
+  // Reclaimed entries Redis delivered more than max_deliveries times (XAUTOCLAIM counts this
+  // delivery too) go to the dead-letter stream instead of running again; removed from `got`.
+  void dead_letter_poison(std::vector<entry>& got) {
+    if (got.empty()) return;
+    std::vector<std::vector<std::string_view>> cmds;
+    cmds.reserve(got.size());
+    for (const entry& e : got) cmds.push_back({"XPENDING", e.stream, o_.group, e.id, e.id, "1"});
+    const auto replies = c_->pipeline(cmds);
+    std::vector<entry> keep;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const redisReply* r = replies[i].get();
+      check(replies[i], "XPENDING");
+      long long deliveries = 0;
+      if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements >= 4 &&
+          r->element[0]->element[3]->type == REDIS_REPLY_INTEGER) {
+        deliveries = r->element[0]->element[3]->integer;
+      }
+      if (deliveries > static_cast<long long>(o_.max_deliveries)) {
+        s_.consumed.fetch_add(1, std::memory_order_relaxed);
+        s_.poisoned.fetch_add(1, std::memory_order_relaxed);
+        dead_letter(got[i],
+                    "poison: delivered " + std::to_string(deliveries) +
+                        " times without being acknowledged (max_deliveries " +
+                        std::to_string(o_.max_deliveries) + ")",
+                    "");
+      } else {
+        keep.push_back(std::move(got[i]));
+      }
+    }
+    got = std::move(keep);
   }
 
   bool holding(std::string_view stream, std::string_view id) const {
@@ -299,22 +375,33 @@ class runner {
         return;
       }
     }
-    const auto& handler = s_.handlers.find(ctx.name)->second;
+    const worker::registration& reg = s_.handlers.find(ctx.name)->second;
+    const std::string& lane = reg.options.lane;
+    if (!lane.empty()) {
+      if (!s_.acquire_lane(lane)) {
+        release(e);  // stopping while it waited for a slot: not started, given back
+        return;
+      }
+    }
+    s_.in_flight.fetch_add(1, std::memory_order_relaxed);
+    std::exception_ptr failure = reg.awaitable ? run_awaitable(reg, ctx) : run_blocking(reg, ctx);
+    s_.in_flight.fetch_sub(1, std::memory_order_relaxed);
+    if (!lane.empty()) s_.release_lane(lane);
     std::string error;
     bool malformed = false;
-    s_.in_flight.fetch_add(1, std::memory_order_relaxed);
-    try {
-      handler(ctx);
-    } catch (const malformed_task& m) {
-      malformed = true;
-      error = m.what();
-    } catch (const std::exception& x) {
-      error = x.what();
-      if (error.empty()) error = "exception without a message";
-    } catch (...) {
-      error = "unknown exception";
+    if (failure) {
+      try {
+        std::rethrow_exception(failure);
+      } catch (const malformed_task& m) {
+        malformed = true;
+        error = m.what();
+      } catch (const std::exception& x) {
+        error = x.what();
+        if (error.empty()) error = "exception without a message";
+      } catch (...) {
+        error = "unknown exception";
+      }
     }
-    s_.in_flight.fetch_sub(1, std::memory_order_relaxed);
     if (!c_ || !c_->ok()) throw redis_error("the connection broke while the handler ran");
     if (error.empty() && !malformed) {
       const std::string ttl = std::to_string(o_.dedup_ttl.count());
@@ -329,17 +416,83 @@ class runner {
       dead_letter(e, "malformed: " + error, error);
       return;
     }
-    if (ctx.attempt < o_.max_attempts) {
-      retry(e, ctx, error);
-    } else {
+    const retry_policy* policy = reg.options.retry ? &*reg.options.retry : nullptr;
+    const std::uint32_t max_attempts = policy != nullptr ? policy->max_attempts : o_.max_attempts;
+    if (ctx.attempt >= max_attempts) {
       dead_letter(e, "failed after " + std::to_string(ctx.attempt) + " attempts", error);
+      return;
     }
+    if (policy != nullptr && policy->retry_if) {
+      bool again = false;
+      try {
+        again = policy->retry_if(failure);
+      } catch (...) {  // counts as "do not retry", as in retry.hpp
+      }
+      if (!again) {
+        dead_letter(e,
+                    "not retried: the retry policy declined this failure (attempt " +
+                        std::to_string(ctx.attempt) + ")",
+                    error);
+        return;
+      }
+    }
+    retry(e, ctx, error, backoff(policy, ctx.attempt));
   }
 
-  void retry(const entry& e, const task_context& ctx, const std::string& error) {
+  std::chrono::milliseconds backoff(const retry_policy* policy, std::uint32_t failed) {
+    if (policy != nullptr) {
+      const double unit = std::uniform_real_distribution<double>(0, 1)(jitter_);
+      return std::chrono::ceil<std::chrono::milliseconds>(retry_backoff(*policy, failed, unit));
+    }
     auto delay = o_.retry_initial;
-    for (std::uint32_t i = 1; i < ctx.attempt && delay < o_.retry_max; ++i) delay *= 2;
-    delay = std::min(delay, o_.retry_max);
+    for (std::uint32_t i = 1; i < failed && delay < o_.retry_max; ++i) delay *= 2;
+    return std::min(delay, o_.retry_max);
+  }
+
+  std::exception_ptr run_blocking(const worker::registration& reg, const task_context& ctx) {
+    const auto started = clock::now();
+    std::exception_ptr failure;
+    try {
+      reg.blocking(ctx);
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (reg.options.timeout.count() > 0 && clock::now() - started > reg.options.timeout) {
+      s_.overruns.fetch_add(1, std::memory_order_relaxed);  // cannot be stopped; it stands
+    }
+    return failure;
+  }
+
+  // Runs the coroutine on the worker's io_context and waits for it; past the timeout it is
+  // cancelled (terminal) and waited for again, and the attempt counts as timed out.
+  std::exception_ptr run_awaitable(const worker::registration& reg, const task_context& ctx) {
+    std::promise<std::exception_ptr> done;
+    std::future<std::exception_ptr> result = done.get_future();
+    boost::asio::cancellation_signal cancel;
+    try {
+      boost::asio::co_spawn(
+          *s_.io, reg.awaitable(ctx),
+          boost::asio::bind_cancellation_slot(
+              cancel.slot(), [&done](std::exception_ptr ep) { done.set_value(std::move(ep)); }));
+    } catch (...) {  // the handler threw before it became a coroutine
+      return std::current_exception();
+    }
+    const auto timeout = reg.options.timeout;
+    if (timeout.count() <= 0 || result.wait_for(timeout) == std::future_status::ready) {
+      return result.get();
+    }
+    // The slot belongs to the I/O thread: emit there. A coroutine that has just completed has
+    // cleared its slot, so the emit is then a no-op.
+    boost::asio::post(*s_.io, [&cancel] { cancel.emit(boost::asio::cancellation_type::terminal); });
+    result.wait();  // cancellation is cooperative: wait for it to unwind
+    (void)result.get();
+    s_.timed_out.fetch_add(1, std::memory_order_relaxed);
+    return std::make_exception_ptr(
+        std::runtime_error("timed out after " + std::to_string(timeout.count()) + " ms"));
+  }
+
+  void retry(const entry& e, const task_context& ctx, const std::string& error,
+             std::chrono::milliseconds delay) {
     const std::string attempt = std::to_string(ctx.attempt + 1);
     const std::string not_before = std::to_string(now_ms() + delay.count());
     const std::string released = std::to_string(ctx.released_ms);
@@ -408,6 +561,7 @@ class runner {
   std::string consumer_;
   std::optional<connection> c_;
   std::vector<entry> held_;  // retries waiting for their not_before time
+  std::minstd_rand jitter_{std::random_device{}()};
 };
 
 }  // namespace
@@ -426,6 +580,16 @@ worker::worker(worker_options options)
   if (options_.threads == 0) throw std::invalid_argument("worker_options: threads is 0");
   if (options_.batch == 0) throw std::invalid_argument("worker_options: batch is 0");
   if (options_.max_attempts == 0) throw std::invalid_argument("worker_options: max_attempts is 0");
+  if (options_.io_threads == 0) throw std::invalid_argument("worker_options: io_threads is 0");
+  if (options_.max_deliveries == 0) {
+    throw std::invalid_argument("worker_options: max_deliveries is 0");
+  }
+  for (const auto& [name, limit] : options_.lanes) {
+    if (name.empty()) throw std::invalid_argument("worker_options: a lane with an empty name");
+    if (limit == 0) {
+      throw std::invalid_argument("worker_options: lane \"" + name + "\" has max in flight 0");
+    }
+  }
 }
 
 worker::~worker() {
@@ -433,23 +597,47 @@ worker::~worker() {
   join();
 }
 
-void worker::handle(std::string name, task_handler fn) {
+void worker::add(std::string name, registration r) {
   detail::check_task_name(name);
-  if (!fn) throw std::invalid_argument("worker::handle: empty handler for \"" + name + "\"");
+  const handler_options& o = r.options;
+  if (!o.lane.empty() && options_.lanes.find(o.lane) == options_.lanes.end()) {
+    throw std::invalid_argument("worker::handle(\"" + name + "\"): no lane \"" + o.lane +
+                                "\" in worker_options::lanes");
+  }
+  if (o.timeout.count() < 0) {
+    throw std::invalid_argument("worker::handle(\"" + name + "\"): negative timeout");
+  }
+  if (o.retry && o.retry->max_attempts == 0) {
+    throw std::invalid_argument("worker::handle(\"" + name +
+                                "\"): retry.max_attempts is 0 (at least 1)");
+  }
   std::lock_guard lock(state_->mutex);
   if (state_->started) {
     throw std::invalid_argument("worker::handle(\"" + name + "\") after start()");
   }
-  if (!handlers_.emplace(name, std::move(fn)).second) {
+  if (!handlers_.emplace(name, std::move(r)).second) {
     throw std::invalid_argument("worker::handle: \"" + name + "\" is already registered");
   }
 }
 
-void worker::handle_json(std::string name, json_handler fn) {
+void worker::handle(std::string name, task_handler fn, handler_options options) {
+  if (!fn) throw std::invalid_argument("worker::handle: empty handler for \"" + name + "\"");
+  add(std::move(name), registration{std::move(fn), {}, std::move(options)});
+}
+
+void worker::handle_json(std::string name, json_handler fn, handler_options options) {
   if (!fn) throw std::invalid_argument("worker::handle_json: empty handler for \"" + name + "\"");
-  handle(std::move(name), [fn = std::move(fn)](const task_context& ctx) {
-    fn(parse_json_payload(ctx.payload), ctx);
-  });
+  handle(
+      std::move(name),
+      [fn = std::move(fn)](const task_context& ctx) { fn(parse_json_payload(ctx.payload), ctx); },
+      std::move(options));
+}
+
+void worker::handle_awaitable(std::string name, awaitable_handler fn, handler_options options) {
+  if (!fn) {
+    throw std::invalid_argument("worker::handle_awaitable: empty handler for \"" + name + "\"");
+  }
+  add(std::move(name), registration{{}, std::move(fn), std::move(options)});
 }
 
 void worker::start() {
@@ -458,9 +646,21 @@ void worker::start() {
   state_->started = true;
   state_->options = options_;
   state_->handlers = handlers_;
-  for (const auto& [name, fn] : handlers_) {
+  bool awaitable = false;
+  for (const auto& [name, r] : handlers_) {
     if (!state_->handled_names.empty()) state_->handled_names += ", ";
     state_->handled_names += name;
+    awaitable = awaitable || static_cast<bool>(r.awaitable);
+  }
+  for (const auto& [name, limit] : options_.lanes) {
+    state_->lanes.emplace(name, state::lane_slots{limit, 0});
+  }
+  if (awaitable) {
+    state_->io = std::make_unique<boost::asio::io_context>();
+    state_->io_guard.emplace(state_->io->get_executor());
+    for (std::size_t i = 0; i < options_.io_threads; ++i) {
+      state_->io_threads.emplace_back([io = state_->io.get()] { io->run(); });
+    }
   }
   for (std::size_t i = 0; i < options_.threads; ++i) {
     state_->threads.emplace_back([s = state_, i] { s->run(i); });
@@ -469,8 +669,12 @@ void worker::start() {
 
 void worker::stop() noexcept {
   state_->stopping.store(true);
-  std::lock_guard lock(state_->mutex);
-  state_->wake.notify_all();
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->wake.notify_all();
+  }
+  std::lock_guard lock(state_->lane_mutex);
+  state_->lane_freed.notify_all();
 }
 
 void worker::join() noexcept {
@@ -480,6 +684,16 @@ void worker::join() noexcept {
     threads = std::move(state_->threads);
   }
   for (std::thread& t : threads) {
+    if (t.joinable()) t.join();
+  }
+  // The runners waited for their coroutines, so the io_context has nothing left to run.
+  std::vector<std::thread> io_threads;
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->io_guard.reset();
+    io_threads = std::move(state_->io_threads);
+  }
+  for (std::thread& t : io_threads) {
     if (t.joinable()) t.join();
   }
 }
@@ -496,6 +710,10 @@ worker_metrics worker::metrics() const noexcept {
   m.in_flight = s.in_flight.load(std::memory_order_relaxed);
   m.delayed = s.delayed.load(std::memory_order_relaxed);
   m.connection_errors = s.connection_errors.load(std::memory_order_relaxed);
+  m.poisoned = s.poisoned.load(std::memory_order_relaxed);
+  m.timed_out = s.timed_out.load(std::memory_order_relaxed);
+  m.overruns = s.overruns.load(std::memory_order_relaxed);
+  m.lane_waits = s.lane_waits.load(std::memory_order_relaxed);
   return m;
 }
 

@@ -22,9 +22,10 @@ struct publisher_metrics {
   std::uint64_t expired = 0;           ///< of which: backlog deadline
   std::uint64_t refused = 0;           ///< of which: Redis answered with an error
   std::uint64_t not_durable = 0;       ///< of which: not a durable task
-  std::uint64_t connects = 0;          ///< connections established
-  std::uint64_t disconnects = 0;       ///< connections lost or dropped (timeout)
-  bool connected = false;              ///< a connection is up now
+  std::uint64_t ran_locally = 0;  ///< overflowed or expired tasks given to the fallback executor
+  std::uint64_t connects = 0;     ///< connections established
+  std::uint64_t disconnects = 0;  ///< connections lost or dropped (timeout)
+  bool connected = false;         ///< a connection is up now
 };
 
 struct worker_metrics {
@@ -37,6 +38,10 @@ struct worker_metrics {
   std::uint64_t in_flight = 0;          ///< handlers running now (gauge)
   std::uint64_t delayed = 0;            ///< retries held until their backoff ends (gauge)
   std::uint64_t connection_errors = 0;  ///< Redis connections lost and re-made
+  std::uint64_t poisoned = 0;    ///< of dead_lettered: delivered more than max_deliveries times
+  std::uint64_t timed_out = 0;   ///< awaitable attempts cancelled at their timeout
+  std::uint64_t overruns = 0;    ///< blocking handlers that ran past their timeout
+  std::uint64_t lane_waits = 0;  ///< entries that waited for a slot in their lane
 };
 
 std::ostream& operator<<(std::ostream& out, const publisher_metrics& m);

@@ -23,6 +23,30 @@
 // Execution is at-least-once: a handler may see a task again if its worker died after the
 // handler succeeded and before the acknowledgement. The key is the same each time.
 //
+// Handlers are blocking (`handle`, run on the runner's thread) or awaitable (`handle_awaitable`,
+// a coroutine returning `boost::asio::awaitable<void>`, run on the worker's own io_context,
+// started with the first awaitable registration and run by `io_threads` threads; the runner
+// waits for it, so a worker has at most `threads` handlers in flight). Per task type,
+// `handler_options` give what crosstown's I/O work has (lane.hpp, retry.hpp):
+//   - `lane`: one of `worker_options::lanes`; at most its `max_in_flight` handlers of all the
+//     types in that lane run at once in this worker. A runner whose entry finds the lane full
+//     waits for a slot (counted `lane_waits`); the entry stays pending in Redis meanwhile, and
+//     on stop it is given back like any entry not started;
+//   - `timeout`: an awaitable handler still running then is cancelled (Asio's per-operation
+//     cancellation, terminal), the runner waits for it to unwind, and the attempt fails with
+//     "timed out after N ms" (counted `timed_out`) - retried or dead-lettered as any failure.
+//     A blocking handler cannot be stopped: past its timeout it runs on, is counted
+//     `overruns`, and its outcome stands;
+//   - `retry`: a `crosstown::retry_policy` (max_attempts, base, cap, jitter, retry_if) instead
+//     of the worker's `max_attempts`/`retry_initial`/`retry_max`. Retries go through the
+//     stream as above (so they survive this process); a failure `retry_if` declines is
+//     dead-lettered at once with the reason "not retried".
+//
+// Poison entries: an entry taken over by XAUTOCLAIM that Redis has already delivered more
+// than `max_deliveries` times (its consumers died or hung each time; the count is XPENDING's)
+// is not run again: it goes to the dead-letter stream with the reason and its delivery count
+// (counted `poisoned` and `dead_lettered`).
+//
 // `stop()` is graceful: runners finish the handler in hand, give back entries read but not
 // started (`XCLAIM ... IDLE <visibility_timeout>`, so another consumer can take them at once)
 // and return within about `block`. Handlers are registered before `start()`; `start`, `stop`
@@ -34,6 +58,9 @@
 #include <crosstown/redis/durable_task.hpp>
 #include <crosstown/redis/metrics.hpp>
 
+#include <crosstown/retry.hpp>
+
+#include <boost/asio/awaitable.hpp>
 #include <boost/json/value.hpp>
 
 #include <chrono>
@@ -41,6 +68,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,6 +93,18 @@ struct task_context {
 using task_handler = std::function<void(const task_context&)>;
 /// A handler for JSON payloads: a payload that does not parse is dead-lettered.
 using json_handler = std::function<void(const boost::json::value&, const task_context&)>;
+/// An awaitable handler; `ctx` (and what it views) stays valid until the coroutine completes.
+using awaitable_handler = std::function<boost::asio::awaitable<void>(const task_context& ctx)>;
+
+/// How one task type runs (see above).
+struct handler_options {
+  /// Empty: no lane; else a name in `worker_options::lanes`.
+  std::string lane{};
+  /// Zero: none.
+  std::chrono::milliseconds timeout{0};
+  /// Empty: the worker's max_attempts, retry_initial and retry_max (no jitter).
+  std::optional<retry_policy> retry{};
+};
 
 struct worker_options {
   endpoint redis = endpoint::parse("127.0.0.1:6379");
@@ -73,6 +113,12 @@ struct worker_options {
   /// Consumer name; runner i > 0 adds "-<i>". Empty: "<hostname>-<pid>".
   std::string consumer{};
   std::size_t threads = 1;
+  /// Threads running awaitable handlers (started only if one is registered).
+  std::size_t io_threads = 1;
+  /// Lanes handlers may name: name -> most handlers of the lane running at once.
+  std::map<std::string, std::size_t, std::less<>> lanes{};
+  /// A reclaimed entry delivered more often than this is dead-lettered as poison.
+  std::uint32_t max_deliveries = 5;
   std::size_t batch = 16;  ///< entries per read
   std::chrono::milliseconds block{200};
   std::chrono::milliseconds visibility_timeout{30'000};
@@ -99,8 +145,11 @@ class worker {
 
   /// Registers the handler of a task type. Throws std::invalid_argument for a bad or
   /// duplicate name, or after `start()`.
-  void handle(std::string name, task_handler fn);
-  void handle_json(std::string name, json_handler fn);
+  /// Also throws for a lane not in `worker_options::lanes`, a negative timeout or a retry
+  /// policy of 0 attempts.
+  void handle(std::string name, task_handler fn, handler_options options = {});
+  void handle_json(std::string name, json_handler fn, handler_options options = {});
+  void handle_awaitable(std::string name, awaitable_handler fn, handler_options options = {});
 
   /// Starts the runner threads. Throws std::logic_error if started twice.
   void start();
@@ -113,10 +162,17 @@ class worker {
   const worker_options& options() const noexcept { return options_; }
 
   struct state;
+  struct registration {
+    task_handler blocking;
+    awaitable_handler awaitable;
+    handler_options options;
+  };
 
  private:
+  void add(std::string name, registration r);
+
   worker_options options_;
-  std::map<std::string, task_handler, std::less<>> handlers_;
+  std::map<std::string, registration, std::less<>> handlers_;
   std::shared_ptr<state> state_;
 };
 
