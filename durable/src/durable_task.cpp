@@ -66,6 +66,10 @@ void check_task_name(std::string_view name) {
 }
 
 void durable_call::operator()() const {
+  if (record->run_locally) {
+    record->run_locally(record->task);
+    return;
+  }
   if (!record->handled) {
     throw std::logic_error("durable task \"" + record->task.name +
                            "\" ran on an executor that is not a crosstown::redis::publisher: it "

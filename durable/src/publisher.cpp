@@ -15,6 +15,7 @@
 #include <deque>
 #include <exception>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -89,6 +90,10 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
       if (held_.fetch_add(1, std::memory_order_relaxed) >= options_.backlog_limit) {
         held_.fetch_sub(1, std::memory_order_relaxed);
         record->handled = true;
+        if (has_fallback()) {
+          run_locally(std::move(j), *record);
+          continue;
+        }
         lose(j.info(), record->task, publish_failure::overflow,
              "the Redis backlog is full (" + std::to_string(options_.backlog_limit) + " tasks)");
         j.reject();
@@ -128,6 +133,7 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
     m.expired = expired_.load(std::memory_order_relaxed);
     m.refused = refused_.load(std::memory_order_relaxed);
     m.not_durable = not_durable_.load(std::memory_order_relaxed);
+    m.ran_locally = ran_locally_.load(std::memory_order_relaxed);
     m.publish_failures = m.overflowed + m.expired + m.refused + m.not_durable;
     m.connects = connects_.load(std::memory_order_relaxed);
     m.disconnects = disconnects_.load(std::memory_order_relaxed);
@@ -138,6 +144,19 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
   const publisher_options options_;
 
  private:
+  bool has_fallback() const noexcept {
+    return options_.fallback && static_cast<bool>(options_.run_locally);
+  }
+
+  // The job goes to the fallback executor, where it runs `run_locally` (durable_call).
+  void run_locally(job work, detail::durable_record& record) {
+    record.run_locally = options_.run_locally;
+    ran_locally_.fetch_add(1, std::memory_order_relaxed);
+    job_batch batch;
+    batch.push_back(std::move(work));
+    options_.fallback.get()->execute(std::move(batch));
+  }
+
   enum class link : std::uint8_t { down, connecting, up };
 
   void lose(const task_info& info, const durable_task& t, publish_failure why,
@@ -409,7 +428,14 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
                             std::to_string(options_.backlog_deadline.count()) +
                             " ms in the backlog (Redis at " + options_.redis.to_string() + ": " +
                             (last_error_.empty() ? "not connected" : last_error_) + ")";
-    for (held_task& t : expired) fail(std::move(t), publish_failure::deadline, why);
+    for (held_task& t : expired) {
+      if (has_fallback()) {
+        t.record->handled = true;
+        run_locally(std::move(t.work), *t.record);
+      } else {
+        fail(std::move(t), publish_failure::deadline, why);
+      }
+    }
   }
 
   boost::asio::io_context& io_;
@@ -420,6 +446,7 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
   std::atomic<std::uint64_t> expired_{0};
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> not_durable_{0};
+  std::atomic<std::uint64_t> ran_locally_{0};
   std::atomic<std::uint64_t> connects_{0};
   std::atomic<std::uint64_t> disconnects_{0};
   std::atomic<std::size_t> held_{0};  // posted or in the backlog: bounded by backlog_limit
@@ -442,8 +469,18 @@ class publisher::impl : public std::enable_shared_from_this<publisher::impl> {
   std::minstd_rand jitter_;
 };
 
+namespace {
+publisher_options checked(publisher_options o) {
+  if (static_cast<bool>(o.fallback) != static_cast<bool>(o.run_locally)) {
+    throw std::invalid_argument(
+        "publisher_options: fallback and run_locally go together (one is set, the other not)");
+  }
+  return o;
+}
+}  // namespace
+
 publisher::publisher(boost::asio::io_context& io, publisher_options options)
-    : impl_(std::make_shared<impl>(io, std::move(options))) {
+    : impl_(std::make_shared<impl>(io, checked(std::move(options)))) {
   detail::ignore_sigpipe();
   impl_->start();
 }

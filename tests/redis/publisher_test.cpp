@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -262,6 +263,80 @@ TEST(RedisPublisher, ATaskWaitingPastTheBacklogDeadlineFailsWithTheReason) {
   EXPECT_EQ(web.pub().metrics().backlog, 0u);
   EXPECT_THAT(web.errors(), ElementsAre(HasSubstr("waited more than 100 ms in the backlog"),
                                         HasSubstr("was not handed to Redis")));
+}
+
+// The fallback of the tests: runs each job at once on the thread that hands it over.
+struct local_runs {
+  std::mutex mutex;
+  std::vector<std::string> payloads;  // guarded by mutex
+  void operator()(const durable_task& t) {
+    std::lock_guard lock(mutex);
+    payloads.push_back(t.payload);
+  }
+  std::vector<std::string> seen() {
+    std::lock_guard lock(mutex);
+    return payloads;
+  }
+};
+
+TEST(RedisPublisher, WithAFallbackAnOverflowingTaskRunsLocallyInsteadOfBeingRejected) {
+  redis_server server;
+  local_runs local;
+  auto options = test_publisher(server.where());
+  options.backlog_limit = 1;
+  options.fallback = same_thread_executor::instance();
+  options.run_locally = [&](const durable_task& t) { local(t); };
+  web_process web(std::move(options));
+  server.kill9();
+  ASSERT_TRUE(eventually([&] { return !web.pub().metrics().connected; }));
+  web.respond(200, {task_named("call", "0"), task_named("call", "1"), task_named("call", "2")});
+  EXPECT_EQ(local.seen(), (std::vector<std::string>{"1", "2"}));  // the first waits for Redis
+  EXPECT_EQ(web.count(task_state::ran), 2u);
+  EXPECT_EQ(web.count(task_state::rejected_by_overflow), 0u);
+  const auto m = web.pub().metrics();
+  EXPECT_EQ(m.ran_locally, 2u);
+  EXPECT_EQ(m.overflowed, 0u);
+  EXPECT_EQ(m.publish_failures, 0u);
+  EXPECT_THAT(web.publish_lost(), SizeIs(0));
+  server.start();
+  ASSERT_TRUE(eventually([&] { return web.count(task_state::ran) == 3; }));
+  connection c = server.connect();
+  const auto entries = read_stream(c, "crosstown:tasks");
+  ASSERT_THAT(entries, SizeIs(1));
+  EXPECT_EQ(field(entries[0], "payload"), "0");
+}
+
+TEST(RedisPublisher, WithAFallbackATaskPastTheBacklogDeadlineRunsLocally) {
+  redis_server server;
+  local_runs local;
+  auto options = test_publisher(server.where());
+  options.backlog_deadline = std::chrono::milliseconds(50);
+  options.fallback = same_thread_executor::instance();
+  options.run_locally = [&](const durable_task& t) {
+    local(t);
+    if (t.payload == "bad") throw std::runtime_error("the local run failed too");
+  };
+  web_process web(std::move(options));
+  server.kill9();
+  ASSERT_TRUE(eventually([&] { return !web.pub().metrics().connected; }));
+  web.respond(200, {task_named("call", "late"), task_named("call", "bad")});
+  ASSERT_TRUE(eventually([&] { return web.pub().metrics().ran_locally == 2; }));
+  ASSERT_TRUE(eventually([&] { return web.rt().metrics().queued == 0; }));
+  EXPECT_EQ(local.seen(), (std::vector<std::string>{"late", "bad"}));
+  EXPECT_EQ(web.count(task_state::ran), 1u);
+  EXPECT_EQ(web.count(task_state::failed), 1u);  // what the local run did decides
+  EXPECT_THAT(web.errors(), ElementsAre(HasSubstr("the local run failed too")));
+  EXPECT_EQ(web.pub().metrics().expired, 0u);
+}
+
+TEST(RedisPublisher, AFallbackWithoutItsRunFunctionIsRefused) {
+  boost::asio::io_context io;
+  publisher_options o;
+  o.fallback = same_thread_executor::instance();
+  EXPECT_THROW(publisher(io, o), std::invalid_argument);
+  o.fallback = {};
+  o.run_locally = [](const durable_task&) {};
+  EXPECT_THROW(publisher(io, o), std::invalid_argument);
 }
 
 TEST(RedisPublisher, AnErrorReplyFailsTheTaskWithRedisMessage) {

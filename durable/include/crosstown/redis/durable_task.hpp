@@ -19,6 +19,7 @@
 
 #include <boost/json/value.hpp>
 
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -72,11 +73,14 @@ struct durable_record {
   durable_task task;
   std::string failure;   // non-empty: the task was not handed off, and why
   bool handled = false;  // a publisher has seen it
+  // Set when the publisher gave the task to its fallback executor: the job runs this instead.
+  std::function<void(const durable_task&)> run_locally{};
 };
 
 /// The closure a durable task's job carries. Running it reports the publisher's verdict: it
 /// returns (the task counts `ran`) when Redis acknowledged the append, and throws (`failed`,
-/// reported with the reason) when the append failed or no publisher ever saw it.
+/// reported with the reason) when the append failed or no publisher ever saw it; a task the
+/// publisher gave to its fallback executor runs `run_locally` there instead.
 struct durable_call {
   std::unique_ptr<durable_record> record;
   void operator()() const;

@@ -17,6 +17,13 @@
 //     whose append Redis refused with an error, fails (`failed`, reported to the runtime's
 //     error hook with the reason). Each such loss is also counted here by reason and passed
 //     to `on_lost`;
+//   - with a local fallback (`fallback` and `run_locally` both set), a task that would be
+//     lost to a full backlog or to the backlog deadline is handed instead to the fallback
+//     executor, where its job runs `run_locally(task)` - so it counts `ran` (or `failed`) by
+//     what that function does, not `rejected_by_overflow`. Counted `ran_locally`, not in
+//     `publish_failures`, and not passed to `on_lost`. It then runs in this process only: if
+//     the process dies first, it is lost. A refused append (an error reply) is not retried
+//     locally: it is the task's fault, not Redis's absence;
 //   - appends sent but not acknowledged when the connection broke are re-sent after the
 //     reconnect (counted `resent`): Redis may have stored them, so a worker can see a task
 //     twice; its idempotency key is the same both times;
@@ -82,11 +89,17 @@ struct publisher_options {
   /// overflow) with the task, the reason and a message. Must not throw.
   std::function<void(const task_info&, const durable_task&, publish_failure, std::string_view)>
       on_lost{};
+  /// Optional local fallback (see above): where tasks run when Redis cannot take them in
+  /// time, and what runs them. Both or neither; the executor must outlive the publisher's
+  /// tasks. `run_locally` is called on the fallback executor's thread.
+  executor_ref fallback{};
+  std::function<void(const durable_task&)> run_locally{};
 };
 
 class publisher final : public executor {
  public:
-  /// Starts connecting at once (on `io`).
+  /// Starts connecting at once (on `io`). Throws std::invalid_argument when only one of
+  /// `fallback` and `run_locally` is set.
   publisher(boost::asio::io_context& io, publisher_options options);
   ~publisher() override;
   publisher(const publisher&) = delete;
