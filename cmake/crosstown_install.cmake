@@ -4,6 +4,7 @@
 #   beast    crosstown::beast                     adapters/beast/include/crosstown/beast
 #   sim      crosstown::sim, crosstown-sim        sim/include/crosstown/sim
 #   testing  crosstown::testing                   lib/testing/include/crosstown/testing
+#   redis    crosstown::redis, crosstown-worker   durable/include/crosstown/redis (needs hiredis)
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -14,6 +15,9 @@ if(CROSSTOWN_BUILD_SIM)
 endif()
 if(CROSSTOWN_TESTING_TOOLKIT)
   list(APPEND CROSSTOWN_PACKAGE_COMPONENTS testing)
+endif()
+if(TARGET crosstown_redis)  # built only where hiredis was found (durable/CMakeLists.txt)
+  list(APPEND CROSSTOWN_PACKAGE_COMPONENTS redis)
 endif()
 
 # crosstown_install_component(<component> TARGETS <targets...> HEADERS <dir>)
@@ -58,6 +62,10 @@ endif()
 if(CROSSTOWN_TESTING_TOOLKIT)
   crosstown_install_component(testing TARGETS crosstown_testing
     HEADERS "${PROJECT_SOURCE_DIR}/lib/testing/include/crosstown/testing")
+endif()
+if(TARGET crosstown_redis)
+  crosstown_install_component(redis TARGETS crosstown_redis crosstown-worker
+    HEADERS "${PROJECT_SOURCE_DIR}/durable/include/crosstown/redis")
 endif()
 
 # The installed config, and a build-tree copy beside the exported target files.
