@@ -3,7 +3,8 @@
 #   MODE=build-tree   find_package from CROSSTOWN_BUILD_DIR itself (its export() files)
 #   MODE=subproject   add_subdirectory(CROSSTOWN_SOURCE_DIR) in a fresh project
 #   MODE=missing      ask for a component that does not exist: configuring must fail, naming it
-# COMPONENTS is a list joined with '+' (core+sim). NO_GTEST=ON hides GoogleTest and RapidCheck
+# COMPONENTS is a list joined with '+' (core+sim), passed on in that form: run() expands its
+# arguments unquoted, which would split a ';' list into separate command-line words. NO_GTEST=ON hides GoogleTest and RapidCheck
 # from the consumer (CMAKE_DISABLE_FIND_PACKAGE_*), so a dependency on them fails the test.
 foreach(var MODE CROSSTOWN_SOURCE_DIR CROSSTOWN_BUILD_DIR WORK_DIR CMAKE_GENERATOR)
   if(NOT DEFINED ${var})
@@ -12,7 +13,6 @@ foreach(var MODE CROSSTOWN_SOURCE_DIR CROSSTOWN_BUILD_DIR WORK_DIR CMAKE_GENERAT
 endforeach()
 
 file(REMOVE_RECURSE "${WORK_DIR}")
-string(REPLACE "+" ";" components "${COMPONENTS}")
 
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
@@ -37,10 +37,10 @@ if(MODE STREQUAL "install")
   set(prefix "${WORK_DIR}/prefix")
   run(${CMAKE_COMMAND} --install "${CROSSTOWN_BUILD_DIR}" --prefix "${prefix}")
   run(${CMAKE_COMMAND} -S "${consumer}" -B "${WORK_DIR}/build" ${common}
-    "-DCMAKE_PREFIX_PATH=${prefix}" "-DCONSUMER_COMPONENTS=${components}")
+    "-DCMAKE_PREFIX_PATH=${prefix}" "-DCONSUMER_COMPONENTS=${COMPONENTS}")
 elseif(MODE STREQUAL "build-tree")
   run(${CMAKE_COMMAND} -S "${consumer}" -B "${WORK_DIR}/build" ${common}
-    "-Dcrosstown_DIR=${CROSSTOWN_BUILD_DIR}" "-DCONSUMER_COMPONENTS=${components}")
+    "-Dcrosstown_DIR=${CROSSTOWN_BUILD_DIR}" "-DCONSUMER_COMPONENTS=${COMPONENTS}")
 elseif(MODE STREQUAL "subproject")
   run(${CMAKE_COMMAND} -S "${CROSSTOWN_SOURCE_DIR}/tests/packaging/subproject"
     -B "${WORK_DIR}/build" ${common} "-DCROSSTOWN_SOURCE_DIR=${CROSSTOWN_SOURCE_DIR}")
