@@ -26,11 +26,12 @@
 // run_result (trace, completions, schedule) and destroying it. Left out: process start-up,
 // the CLI's argument parsing, its aggregation of the per-run metrics and its printing (a few
 // additions per run). The rate is per CPU second of the benchmark thread (Google Benchmark's
-// default for rate counters), which a shared machine disturbs less than wall time. It leaves
-// out one thing wall time would include: each world's runtime starts a real 1-thread pool
-// (which never receives work) and joins it at the end - that thread's own CPU and the wait
-// for it are not counted; creating and joining it (~15 us of this thread's CPU per world)
-// is. A run's requests are those that started (a reset connection may leave a few unsent).
+// default for rate counters), which a shared machine disturbs less than wall time. A run
+// starts no thread (the world's runtime has a pool, whose threads start with its first
+// batch, and the world never hands it one), so this thread's CPU time is the whole cost.
+// `crosstown-sim --tasks 10` prints the same rate as `requests per CPU s` (README,
+// "Simulator"). A run's requests are those that started (a reset connection may leave a few
+// unsent).
 //
 // Counters: `requests_per_second` (rate, simulated requests of the checked run),
 // `tasks_per_request` (tasks registered with the core, to confirm the 10),
