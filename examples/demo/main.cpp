@@ -1,18 +1,30 @@
-// crosstown-demo: the phone-calls server on Boost.Beast, and a client that shows its timeline.
+// crosstown-demo: the phone-calls server (app.hpp) on Boost.Beast, RESTinio or cpp-httplib, and
+// a client that shows its timeline.
 //
-//   crosstown-demo [client] [--coroutine] [--requests N]
+//   crosstown-demo [client] [--coroutine] [--requests N] [call options]
 //       starts the server on 127.0.0.1 (any free port), sends the demo's requests with a Beast
 //       client and prints a timeline: when each response's last byte was written, when its
 //       first deferred task started, which tasks were skipped; then measures the gap between
 //       "last byte written" and "first task started" over N requests (default 1000) on 16
 //       keep-alive connections, shuts down gracefully (SIGTERM to itself) and prints the
 //       final counters. Exit status 0 iff every rule held and every task is accounted for.
-//   crosstown-demo serve [--port N] [--coroutine] [--deadline-ms D] [--idle-timeout-ms T]
-//                        [--header-timeout-ms T] [--body-timeout-ms T] [--write-timeout-ms T]
-//                        [--max-connections N] [--queue-capacity N]
-//       runs the server alone until SIGINT/SIGTERM, e.g. for
+//   crosstown-demo serve [--server beast|restinio|httplib] [--port N] [--coroutine]
+//                        [--deadline-ms D] [--idle-timeout-ms T] [--header-timeout-ms T]
+//                        [--body-timeout-ms T] [--write-timeout-ms T] [--max-connections N]
+//                        [--queue-capacity N] [call options]
+//       runs the server alone until SIGINT/SIGTERM (Beast by default; the session and timeout
+//       options are Beast's, the client mode always runs Beast), e.g. for
 //       curl -X POST 'http://127.0.0.1:8080/calls?n=100'; curl http://127.0.0.1:8080/metrics
 //       It prints "listening on 127.0.0.1:PORT" once it accepts (--port 0: any free port).
+//
+// Call options: each call of POST /calls is an awaitable task (an async wait of its latency,
+// failing with probability P) in the lane `telephony`, with a timeout and retries:
+//   --call-ms M [2]            default latency of a call (a request's ms= or us= overrides it)
+//   --call-failure-rate P [0]  probability that an attempt fails, 0..1, seeded (--seed S [1])
+//   --lane-limit N [100]       calls in flight at once; --lane-capacity N [50000] may wait
+//   --call-timeout-ms T [2000] per attempt (0: none); --call-attempts A [3] attempts in all,
+//                              backoff 100 ms doubling to 2 s, jitter 0.5
+//   --blocking-calls           the old variant instead: each call sleeps on a pool thread
 //
 // Shutdown (both modes), bounded by the deadline D (default 10 s) from the first signal: stop
 // accepting, let responses in progress finish (cut off after min(5 s, D/2)), drain deferred
@@ -22,11 +34,14 @@
 // deadline "now": connections close at once, the queue is dropped, the margin still applies.
 // Either way the last lines are a summary of the unfinished work (counts by state and the
 // first few names, never one line per task) and the final counters.
-#include "demo_server.hpp"
-#include "phone_calls_app.hpp"
+#include "app.hpp"
+#include "demo_client.hpp"
+#include "servers.hpp"
 
 #include <crosstown/crosstown.hpp>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 
 #include <unistd.h>
@@ -53,12 +68,10 @@
 namespace {
 
 namespace demo = crosstown_demo;
-namespace net = demo::net;
-namespace beast = demo::beast;
-namespace http = demo::http;
-using demo::clock_type;
+namespace net = boost::asio;
+using clock_type = std::chrono::steady_clock;
 
-const std::int64_t program_start_ns = demo::now_ns();
+const std::int64_t program_start_ns = demo::steady_now_ns();
 /// Beyond the deadline, how long shutdown waits for tasks that are still running.
 constexpr auto shutdown_margin = std::chrono::seconds(1);
 
@@ -70,17 +83,25 @@ struct options {
   unsigned short port = 0;
   int requests = 1000;
   std::chrono::milliseconds deadline = std::chrono::seconds(10);
-  demo::server_options server;
+  demo::serve_settings server;
+  demo::server_kind kind = demo::server_kind::beast;
   std::size_t queue_capacity = 100'000;
+  bool blocking_calls = false;
+  demo::awaitable_call_settings calls;
 };
 
 [[noreturn]] void usage(const char* why = nullptr) {
   if (why != nullptr) std::fprintf(stderr, "crosstown-demo: %s\n", why);
-  std::fprintf(stderr,
-               "usage: crosstown-demo [client] [--coroutine] [--requests N]\n"
-               "       crosstown-demo serve [--port N] [--coroutine] [--deadline-ms D]\n"
-               "              [--idle-timeout-ms T] [--header-timeout-ms T] [--body-timeout-ms T]\n"
-               "              [--write-timeout-ms T] [--max-connections N] [--queue-capacity N]\n");
+  std::fprintf(
+      stderr,
+      "usage: crosstown-demo [client] [--coroutine] [--requests N] [call options]\n"
+      "       crosstown-demo serve [--server beast|restinio|httplib] [--port N]\n"
+      "              [--coroutine] [--deadline-ms D] [--idle-timeout-ms T]\n"
+      "              [--header-timeout-ms T] [--body-timeout-ms T] [--write-timeout-ms T]\n"
+      "              [--max-connections N] [--queue-capacity N] [call options]\n"
+      "call options: [--call-ms M] [--call-failure-rate P] [--seed S] [--lane-limit N]\n"
+      "              [--lane-capacity N] [--call-timeout-ms T] [--call-attempts A]\n"
+      "              [--blocking-calls]\n");
   std::exit(2);
 }
 
@@ -91,6 +112,18 @@ long long number_arg(const char* name, const char* text, long long max) {
   const long long v = std::strtoll(text, &end, 10);
   if (errno != 0 || end == text || *end != '\0' || v < 0 || v > max) {
     std::fprintf(stderr, "crosstown-demo: %s wants a number 0-%lld, got \"%s\"\n", name, max, text);
+    std::exit(2);
+  }
+  return v;
+}
+
+// A probability for option `name`, 0..1 (a clear error otherwise).
+double rate_arg(const char* name, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(text, &end);
+  if (errno != 0 || end == text || *end != '\0' || !(v >= 0 && v <= 1)) {
+    std::fprintf(stderr, "crosstown-demo: %s wants a probability 0-1, got \"%s\"\n", name, text);
     std::exit(2);
   }
   return v;
@@ -129,44 +162,46 @@ options parse(int argc, char** argv) {
           static_cast<std::size_t>(number_arg(arg.data(), argv[++i], 1'000'000));
     } else if (arg == "--queue-capacity" && i + 1 < argc) {
       o.queue_capacity = static_cast<std::size_t>(number_arg(arg.data(), argv[++i], 100'000'000));
+    } else if (arg == "--server" && i + 1 < argc) {
+      const std::string_view name = argv[++i];
+      const auto kind = demo::parse_server_kind(name);
+      if (!kind) {
+        std::fprintf(stderr,
+                     "crosstown-demo: --server wants beast, restinio or httplib, got \"%s\"\n",
+                     argv[i]);
+        std::exit(2);
+      }
+      if (!demo::server_available(*kind)) {
+        std::fprintf(stderr, "crosstown-demo: --server %s: this build has no %s adapter\n", argv[i],
+                     argv[i]);
+        std::exit(2);
+      }
+      o.kind = *kind;
+    } else if (arg == "--blocking-calls") {
+      o.blocking_calls = true;
+    } else if (arg == "--call-ms" && i + 1 < argc) {
+      o.calls.latency = std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 5'000));
+    } else if (arg == "--call-failure-rate" && i + 1 < argc) {
+      o.calls.failure_rate = rate_arg(arg.data(), argv[++i]);
+    } else if (arg == "--seed" && i + 1 < argc) {
+      o.calls.seed = static_cast<std::uint64_t>(number_arg(arg.data(), argv[++i], 1LL << 62));
+    } else if (arg == "--lane-limit" && i + 1 < argc) {
+      o.calls.lane_options.max_in_flight =
+          static_cast<std::size_t>(std::max(1LL, number_arg(arg.data(), argv[++i], 1'000'000)));
+    } else if (arg == "--lane-capacity" && i + 1 < argc) {
+      o.calls.lane_options.capacity =
+          static_cast<std::size_t>(std::max(1LL, number_arg(arg.data(), argv[++i], 100'000'000)));
+    } else if (arg == "--call-timeout-ms" && i + 1 < argc) {
+      o.calls.timeout = std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 3'600'000));
+    } else if (arg == "--call-attempts" && i + 1 < argc) {
+      o.calls.retry.max_attempts =
+          static_cast<std::uint32_t>(std::max(1LL, number_arg(arg.data(), argv[++i], 100)));
     } else {
       usage();
     }
   }
   return o;
 }
-
-// A blocking Beast client on one keep-alive connection.
-class client {
- public:
-  explicit client(unsigned short port) : stream_(ioc_) {
-    stream_.connect(demo::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  }
-
-  demo::response_type send(http::verb method, std::string_view target, std::string_view id) {
-    demo::request_type req{method, target, 11};
-    req.set(http::field::host, "127.0.0.1");
-    req.set("X-Request-Id", id);
-    req.prepare_payload();
-    http::write(stream_, req);
-    demo::response_type res;
-    http::read(stream_, buffer_, res);
-    return res;
-  }
-
-  // Sends raw bytes and reads one response.
-  demo::response_type send_raw(std::string_view bytes) {
-    net::write(stream_, net::buffer(bytes.data(), bytes.size()));
-    demo::response_type res;
-    http::read(stream_, buffer_, res);
-    return res;
-  }
-
- private:
-  net::io_context ioc_;
-  beast::tcp_stream stream_;
-  beast::flat_buffer buffer_;
-};
 
 // Waits (demo only: polling is fine here) until `done` or the deadline.
 template <class Predicate>
@@ -201,6 +236,8 @@ void print_counters(const crosstown::metrics_snapshot& m, std::uint64_t abandone
 // What on_lost saw, summarised: counts by state and the first few names.
 class lost_tally {
  public:
+  void add_error() noexcept { errors_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t errors() const noexcept { return errors_.load(); }
   void add(const crosstown::task_info& t, crosstown::task_state s) {
     std::lock_guard lock(mutex_);
     ++count_[static_cast<std::size_t>(s)];
@@ -239,6 +276,7 @@ class lost_tally {
   // Indexed by task_state: the terminal states, and `running` for abandoned tasks.
   std::array<std::uint64_t, static_cast<std::size_t>(crosstown::last_task_state) + 1> count_{};
   std::vector<std::string> first_;
+  std::atomic<std::uint64_t> errors_{0};  // failures reported to on_error (failed, timed out)
 };
 
 // Signals and the shutdown deadline, shared by the signal handler (I/O thread) and the thread
@@ -249,8 +287,8 @@ class shutdown_control {
 
   // Arms the handler on `signals` (runs on the I/O thread): the first signal stops the server
   // gracefully, the second aborts it and makes the deadline now.
-  void watch(net::signal_set& signals, demo::server& server) {
-    signals.async_wait([this, &signals, &server](const demo::error_code& ec, int signal) {
+  void watch(net::signal_set& signals, demo::running_server& server) {
+    signals.async_wait([this, &signals, &server](const boost::system::error_code& ec, int signal) {
       if (ec) return;
       std::lock_guard lock(mutex_);
       if (!signalled_) {
@@ -339,52 +377,91 @@ int drain_and_report(crosstown::runtime& rt, shutdown_control& control, const lo
                   static_cast<unsigned long long>(m.in_flight));
     }
   }
+  if (lost.errors() != 0) {
+    std::printf("failed or timed-out tasks reported to on_error: %llu\n",
+                static_cast<unsigned long long>(lost.errors()));
+  }
+  for (const crosstown::lane_snapshot& l : rt.lane_metrics()) {
+    std::printf("lane %s: %llu admitted, %llu of them waited (%.1f ms in all), retries %llu\n",
+                l.name.c_str(), static_cast<unsigned long long>(l.admitted),
+                static_cast<unsigned long long>(l.waited),
+                std::chrono::duration<double, std::milli>(l.waited_time).count(),
+                static_cast<unsigned long long>(m.retries));
+  }
   print_counters(m, m.in_flight);
   if (!returned) std::_Exit(1);  // shutdown is stuck: a thread that cannot be joined
   return complete && m.unfinished() == 0 ? 0 : 1;
 }
 
-crosstown::runtime_options runtime_options_for(const options& o, lost_tally& lost) {
+crosstown::runtime_options runtime_options_for(const options& o, lost_tally& lost,
+                                               crosstown::task_clock& clock) {
   return {.threads = 4,
           .queue_capacity = o.queue_capacity,
           .overflow = crosstown::overflow_policy::reject,
+          // Failed calls are expected (--call-failure-rate): counted in the metrics, not one
+          // stderr line each.
+          .on_error = [&lost](const crosstown::task_failure&) { lost.add_error(); },
           // Counted and summarised at the end, not one stderr line per task.
-          .on_lost = [&lost](const crosstown::task_info& t, crosstown::task_state s) {
-            lost.add(t, s);
-          }};
+          .on_lost = [&lost](const crosstown::task_info& t,
+                             crosstown::task_state s) { lost.add(t, s); },
+          .clock = &clock};
+}
+
+// How POST /calls places its calls: awaitable tasks in the lane (default) or blocking ones.
+std::unique_ptr<demo::call_placer> make_placer(const options& o, crosstown::runtime& rt,
+                                               crosstown::task_clock& clock) {
+  if (o.blocking_calls) return std::make_unique<demo::blocking_call_placer>(rt, o.calls.latency);
+  return std::make_unique<demo::awaitable_call_placer>(rt, clock, o.calls);
+}
+
+const char* calls_description(const options& o) {
+  return o.blocking_calls ? "blocking calls on the pool" : "awaitable calls in lane telephony";
+}
+
+void observe(demo::calls_app& app, const demo::running_server& server) {
+  app.observe([&server] {
+    const demo::server_status s = server.status();
+    return demo::server_counters{s.requests, s.bad_requests};
+  });
 }
 
 int serve(const options& o) {
   lost_tally lost;
-  crosstown::runtime rt(runtime_options_for(o, lost));
-  demo::phone_calls_app app(rt);
-  net::io_context ioc;
-  demo::server_options so = o.server;
-  so.port = o.port;
-  so.style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback;
-  so.stop_grace = std::min(so.stop_grace, std::chrono::milliseconds(o.deadline / 2));
-  demo::server server(ioc, rt, std::ref(app), so);
-  app.observe(&server);
-  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  crosstown::steady_task_clock clock;  // outlives the runtime's calls
+  crosstown::runtime rt(runtime_options_for(o, lost, clock));
+  const auto placer = make_placer(o, rt, clock);
+  demo::calls_app app(rt, *placer);
+  demo::serve_settings settings = o.server;
+  settings.port = o.port;
+  settings.coroutine = o.coroutine;
+  settings.stop_grace = std::min(settings.stop_grace.value_or(std::chrono::seconds(5)),
+                                 std::chrono::milliseconds(o.deadline / 2));
+  const auto server = demo::start_server(o.kind, rt, app, settings);
+  observe(app, *server);
+  net::io_context signal_io;
+  net::signal_set signals(signal_io, SIGINT, SIGTERM);
   shutdown_control control(o.deadline);
-  control.watch(signals, server);
-  server.start();
+  control.watch(signals, *server);
+  const unsigned port = server->port();
   std::printf(
-      "crosstown-demo serving on http://127.0.0.1:%u (%s sessions); Ctrl-C to stop\n"
+      "crosstown-demo serving on http://127.0.0.1:%u (%s%s, %s); Ctrl-C to stop\n"
       "listening on 127.0.0.1:%u\n"
       "  curl -X POST 'http://127.0.0.1:%u/calls?n=100'\n"
       "  curl http://127.0.0.1:%u/missing\n"
       "  curl http://127.0.0.1:%u/metrics\n",
-      server.port(), o.coroutine ? "coroutine" : "callback", server.port(), server.port(),
-      server.port(), server.port());
+      port, std::string(demo::to_string(o.kind)).c_str(),
+      o.kind != demo::server_kind::beast
+          ? ""
+          : (o.coroutine ? ", coroutine sessions" : ", callback sessions"),
+      calls_description(o), port, port, port, port);
   std::fflush(stdout);
-  std::thread io([&ioc] { ioc.run(); });
+  std::thread signal_thread([&signal_io] { signal_io.run(); });
   control.wait_signalled();
   // The server's connections end within its grace (or at once on a second signal).
-  control.wait_until_deadline([&] { return server.stats().active_connections == 0; });
+  control.wait_until_deadline([&] { return server->status().active_connections == 0; });
   const int status = drain_and_report(rt, control, lost);
-  net::post(ioc, [&signals] { signals.cancel(); });
-  io.join();
+  net::post(signal_io, [&signals] { signals.cancel(); });
+  signal_thread.join();
   return status;
 }
 
@@ -404,15 +481,15 @@ double percentile(std::vector<double>& sorted, double p) {
 }
 
 // Measures "first task started" minus "last byte written" over n requests.
-void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::runtime& rt, int n,
+void measure_gap(unsigned short port, demo::calls_app& app, crosstown::runtime& rt, int n,
                  check& c) {
   constexpr int connections = 16;
   std::vector<std::thread> threads;
   for (int t = 0; t < connections; ++t) {
     threads.emplace_back([&, t] {
-      client cl(port);
+      demo::http_client cl(port);
       for (int i = t; i < n; i += connections) {
-        cl.send(http::verb::post, "/calls?n=1&us=0", "gap-" + std::to_string(i));
+        cl.send("POST", "/calls?n=1&us=0", "gap-" + std::to_string(i));
       }
     });
   }
@@ -424,7 +501,7 @@ void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::run
   for (int i = 0; i < n; ++i) {
     auto x = app.find("gap-" + std::to_string(i));
     if (!x || x->started.load() != 1) continue;
-    const std::int64_t gap = x->first_task_ns.load() - x->written->last_write_ns.load();
+    const std::int64_t gap = x->first_task_ns.load() - demo::last_write_ns(*x);
     if (gap < 0) ++early;
     gaps_us.push_back(static_cast<double>(gap) / 1e3);
   }
@@ -440,41 +517,43 @@ void measure_gap(unsigned short port, demo::phone_calls_app& app, crosstown::run
 
 int run_client(const options& o) {
   lost_tally lost;
-  crosstown::runtime rt(runtime_options_for(o, lost));
-  demo::phone_calls_app app(rt);
-  net::io_context ioc;
-  demo::server server(
-      ioc, rt, std::ref(app),
-      {.style = o.coroutine ? demo::session_style::coroutine : demo::session_style::callback});
-  app.observe(&server);
-  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  crosstown::steady_task_clock clock;  // outlives the runtime's calls
+  crosstown::runtime rt(runtime_options_for(o, lost, clock));
+  const auto placer = make_placer(o, rt, clock);
+  demo::calls_app app(rt, *placer);
+  demo::serve_settings settings = o.server;
+  settings.coroutine = o.coroutine;
+  // The timeline reads the Beast transport's write records: the client mode runs Beast.
+  const auto server = demo::start_server(demo::server_kind::beast, rt, app, settings);
+  observe(app, *server);
+  net::io_context signal_io;
+  net::signal_set signals(signal_io, SIGINT, SIGTERM);
   shutdown_control control(o.deadline);
-  control.watch(signals, server);
-  server.start();
-  std::thread io([&ioc] { ioc.run(); });
-  const unsigned short port = server.port();
+  control.watch(signals, *server);
+  std::thread signal_thread([&signal_io] { signal_io.run(); });
+  const unsigned short port = server->port();
 
   std::printf(
-      "crosstown-demo: server on 127.0.0.1:%u (%s sessions), client in the same "
+      "crosstown-demo: server on 127.0.0.1:%u (beast, %s sessions, %s), client in the same "
       "process\n\n",
-      port, o.coroutine ? "coroutine" : "callback");
+      port, o.coroutine ? "coroutine" : "callback", calls_description(o));
   check c;
   {
-    client cl(port);
+    demo::http_client cl(port);
 
     // 1. POST /calls?n=100: 202 at once, 100 calls after the last byte.
-    const auto res = cl.send(http::verb::post, "/calls?n=100", "calls");
-    const auto received_ns = demo::now_ns();
+    const auto res = cl.send("POST", "/calls?n=100", "calls");
+    const auto received_ns = demo::steady_now_ns();
     auto x = app.find("calls");
-    c.require(res.result_int() == 202 && x != nullptr, "POST /calls answered 202");
+    c.require(res.status == 202 && x != nullptr, "POST /calls answered 202");
     if (x) {
       c.require(wait_for([&] { return x->started.load() == 100; }), "100 calls started");
-      const std::int64_t written = x->written->last_write_ns.load();
-      std::printf("POST /calls?n=100  -> %d\n", res.result_int());
+      const std::int64_t written = demo::last_write_ns(*x);
+      std::printf("POST /calls?n=100  -> %d\n", res.status);
       std::printf(
           "  t=%9.3f ms  server: write of the response's last byte completed (%llu "
           "bytes)\n",
-          ms_at(written), static_cast<unsigned long long>(x->written->bytes.load()));
+          ms_at(written), static_cast<unsigned long long>(demo::bytes_written(*x)));
       std::printf(
           "  t=%9.3f ms  client: has read the whole response (may precede the line "
           "above: the kernel hands the bytes over before the server's completion runs)\n",
@@ -490,35 +569,35 @@ int run_client(const options& o) {
 
     // 2. GET /missing: 404, deferred work skipped.
     const auto before = rt.metrics();
-    const auto missing = cl.send(http::verb::get, "/missing", "missing");
+    const auto missing = cl.send("GET", "/missing", "missing");
     c.require(wait_for([&] { return settled(rt) && rt.metrics().registered > before.registered; }),
               "404 settled");
     const auto after = rt.metrics();
     std::printf(
         "GET /missing       -> %d   %llu deferred task skipped by status, %llu ran\n",
-        missing.result_int(),
+        missing.status,
         static_cast<unsigned long long>(after.count(crosstown::task_state::skipped_by_status) -
                                         before.count(crosstown::task_state::skipped_by_status)),
         static_cast<unsigned long long>(after.count(crosstown::task_state::ran) -
                                         before.count(crosstown::task_state::ran)));
     c.require(
-        missing.result_int() == 404 &&
+        missing.status == 404 &&
             after.count(crosstown::task_state::ran) == before.count(crosstown::task_state::ran) &&
             after.count(crosstown::task_state::skipped_by_status) ==
                 before.count(crosstown::task_state::skipped_by_status) + 1,
         "404 skipped its task");
 
     // 3. POST /audit: 500, the `always` task runs, the default one is skipped.
-    const auto audit = cl.send(http::verb::post, "/audit", "audit");
+    const auto audit = cl.send("POST", "/audit", "audit");
     auto ax = app.find("audit");
     c.require(ax && wait_for([&] { return ax->started.load() == 1 && settled(rt); }),
               "audit task ran");
     std::printf("POST /audit        -> %d   `always` audit task ran; default task skipped\n",
-                audit.result_int());
+                audit.status);
 
     // 4. GET /moved: 302 with a custom no-go spec.
     const auto before_moved = rt.metrics();
-    const auto moved = cl.send(http::verb::get, "/moved", "moved");
+    const auto moved = cl.send("GET", "/moved", "moved");
     auto mx = app.find("moved");
     c.require(mx && wait_for([&] {
                 return mx->started.load() == 1 && settled(rt) &&
@@ -531,31 +610,30 @@ int run_client(const options& o) {
     std::printf(
         "GET /moved         -> %d   task with no-go \"5xx,400-405,302\" skipped; "
         "default task ran\n",
-        moved.result_int());
+        moved.status);
 
     // 5. GET /stream: chunked, written with a serializer.
-    const auto stream = cl.send(http::verb::get, "/stream", "stream");
+    const auto stream = cl.send("GET", "/stream", "stream");
     auto sx = app.find("stream");
     c.require(sx && wait_for([&] { return sx->started.load() == 2; }), "stream tasks ran");
     std::printf(
         "GET /stream        -> %d   chunked %zu bytes; headers-phase and "
         "response-phase tasks ran\n",
-        stream.result_int(), stream.body().size());
+        stream.status, stream.body.size());
 
     // 6. A malformed request: 400, no deferred work.
     const auto before_bad = rt.metrics();
-    client raw(port);
+    demo::http_client raw(port);
     const auto bad = raw.send_raw("GARBAGE / HTTP/1.1\r\nHost x\r\n\r\n");
-    std::printf("malformed request  -> %d   tasks registered for it: %llu\n", bad.result_int(),
+    std::printf("malformed request  -> %d   tasks registered for it: %llu\n", bad.status,
                 static_cast<unsigned long long>(rt.metrics().registered - before_bad.registered));
-    c.require(bad.result_int() == 400 && rt.metrics().registered == before_bad.registered,
+    c.require(bad.status == 400 && rt.metrics().registered == before_bad.registered,
               "malformed request: 400, nothing deferred");
 
     // 7. GET /metrics.
-    const auto metrics = cl.send(http::verb::get, "/metrics", "metrics");
-    std::printf("GET /metrics       -> %d   (Prometheus text; first lines:)\n",
-                metrics.result_int());
-    const std::string& body = metrics.body();
+    const auto metrics = cl.send("GET", "/metrics", "metrics");
+    std::printf("GET /metrics       -> %d   (Prometheus text; first lines:)\n", metrics.status);
+    const std::string& body = metrics.body;
     std::size_t shown = 0;
     for (std::size_t at = 0; at < body.size() && shown < 6;) {
       const std::size_t end = body.find('\n', at);
@@ -574,15 +652,15 @@ int run_client(const options& o) {
   std::fflush(stdout);
   std::raise(SIGTERM);
   control.wait_signalled();
-  control.wait_until_deadline([&] { return server.stats().active_connections == 0; });
-  const demo::server_stats s = server.stats();
+  control.wait_until_deadline([&] { return server->status().active_connections == 0; });
+  const demo::server_status s = server->status();
   std::printf("server: %llu connections, %llu requests, %llu bad requests\n",
               static_cast<unsigned long long>(s.connections),
               static_cast<unsigned long long>(s.requests),
               static_cast<unsigned long long>(s.bad_requests));
   const bool drained = drain_and_report(rt, control, lost) == 0;
-  net::post(ioc, [&signals] { signals.cancel(); });
-  io.join();
+  net::post(signal_io, [&signals] { signals.cancel(); });
+  signal_thread.join();
   std::printf("%s\n", c.ok && drained ? "demo: OK" : "demo: FAILED");
   return c.ok && drained ? 0 : 1;
 }

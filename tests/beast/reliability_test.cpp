@@ -12,6 +12,9 @@
 #include <crosstown/crosstown.hpp>
 
 #include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
 
 #include <gtest/gtest.h>
 

@@ -125,8 +125,9 @@ std::size_t lines(const std::string& text) {
 class DemoShutdownTest : public ::testing::TestWithParam<bool> {
  protected:
   std::vector<std::string> args(int deadline_ms) const {
-    std::vector<std::string> a{"serve", "--port", "0", "--deadline-ms",
-                               std::to_string(deadline_ms)};
+    // The blocking variant: these cases are about pool workers held by running calls.
+    std::vector<std::string> a{"serve", "--blocking-calls", "--port",
+                               "0",     "--deadline-ms",    std::to_string(deadline_ms)};
     if (GetParam()) a.push_back("--coroutine");
     return a;
   }
