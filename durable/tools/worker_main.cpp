@@ -5,20 +5,25 @@
 //                    [--max-attempts n] [--metrics]
 //
 // Built-in task types: "log" (prints the payload) and "phone-call" (the demo's call: a JSON
-// payload {"to": "...", "call": n}; records the key in the set crosstown:demo:placed, once per
-// key). An application links crosstown::redis and registers its own handlers the same way.
+// payload {"to": "...", "call": n, "us": latency}; spends the latency, then records the key in
+// the set crosstown:demo:placed, once per key). An application links crosstown::redis and
+// registers its own handlers the same way.
 // SIGINT or SIGTERM stops gracefully: the handler in hand finishes, the rest is given back.
 #include <crosstown/redis/worker.hpp>
 
 #include <boost/json.hpp>
 
 #include <pthread.h>
+#include <algorithm>
+#include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace {
 
@@ -99,7 +104,11 @@ int main(int argc, char** argv) {
       throw redis::malformed_task("bad payload: a phone call needs {\"to\": ...}");
     }
     // Placing the call is where a real application talks to its telephony provider; the demo
-    // records it, once per idempotency key.
+    // spends the call's "us" (at most 5 s) and records it, once per idempotency key.
+    if (const auto* us = v.as_object().if_contains("us"); us != nullptr && us->is_int64()) {
+      const auto spend = std::min<std::int64_t>(us->as_int64(), 5'000'000);
+      if (spend > 0) std::this_thread::sleep_for(std::chrono::microseconds(spend));
+    }
     if (ctx.redis != nullptr) {
       ctx.redis->command({"SADD", "crosstown:demo:placed", ctx.key});
     }
