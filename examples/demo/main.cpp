@@ -446,7 +446,8 @@ int serve(const options& o) {
   std::printf(
       "crosstown-demo serving on http://127.0.0.1:%u (%s%s, %s); Ctrl-C to stop\n"
       "listening on 127.0.0.1:%u\n"
-      "  curl -X POST 'http://127.0.0.1:%u/calls?n=100'\n"
+      // cpp-httplib answers 400 to a POST without Content-Length: -d '' sends one.
+      "  curl -X POST -d '' 'http://127.0.0.1:%u/calls?n=100'\n"
       "  curl http://127.0.0.1:%u/missing\n"
       "  curl http://127.0.0.1:%u/metrics\n",
       port, std::string(demo::to_string(o.kind)).c_str(),
