@@ -144,6 +144,7 @@ class app_world final : public link_observer, public executor {
     out.end_ns = time_.now_ns();
     out.digest = log_.digest();
     out.tasks_ran = started_;
+    out.trace = std::move(trace_);
     for (const auto& [id, c] : conns_) {
       for (std::size_t k = 0; k < c.responses.size(); ++k) {
         const wire_response& r = c.responses[k];
@@ -208,6 +209,8 @@ class app_world final : public link_observer, public executor {
   // --- link_observer: the server end's wire ---
   void on_server_bytes(std::uint32_t id, std::uint64_t, const char* data, std::size_t n) override {
     conn_rec& c = conn_of(id);
+    // The application's writes, as the transport took them (a "bytes" span in the trace).
+    record({now(), event_kind::bytes_accepted, id, 0, 0, static_cast<std::int64_t>(n)});
     if (c.protocol_error) return;
     c.unparsed.append(data, n);
     while (!c.unparsed.empty()) {
@@ -459,7 +462,8 @@ class app_world final : public link_observer, public executor {
     task_rec& t = tasks_[{request, index}];
     ++t.started;
     ++started_;
-    record({now(), event_kind::task_started, conn, request, index, w});
+    const std::int64_t started_ns = now();
+    record({started_ns, event_kind::task_started, conn, request, index, w});
     worker_ctx ctx{this};
     detail::set_worker_spend(
         [](void* self, duration d) { static_cast<worker_ctx*>(self)->spent += d; }, &ctx);
@@ -468,13 +472,13 @@ class app_world final : public link_observer, public executor {
     probe(0);
     const duration cost =
         duration(pool_rng_.between(cfg_.min_cost.count(), cfg_.max_cost.count())) + ctx.spent;
-    sched_.post_after(cost,
-                      item_name::lazy("worker {}: finish task {} of request {}", w, index, request),
-                      worker_actor(w), [this, w, conn, request, index] {
-                        record({now(), event_kind::task_finished, conn, request, index, w});
-                        busy_[w] = false;
-                        dispatch();
-                      });
+    sched_.post_after(
+        cost, item_name::lazy("worker {}: finish task {} of request {}", w, index, request),
+        worker_actor(w), [this, w, conn, request, index, started_ns] {
+          record({now(), event_kind::task_finished, conn, request, index, w, now() - started_ns});
+          busy_[w] = false;
+          dispatch();
+        });
   }
 
   void open_clients(const client_script& client) {

@@ -53,22 +53,40 @@ std::string chrome_trace_json(const std::vector<event>& events) {
   }
   std::set<std::uint32_t> conns;
   std::set<std::int64_t> workers;
-  std::map<std::uint64_t, std::pair<std::int64_t, int>> open;  // request -> (start, status)
+  // Requests from their start to their scope's end. An application's run (app_test.hpp) sees
+  // no scope end, only the wire: its requests end at their last byte or failure, else at the
+  // last event of the run.
+  struct open_request {
+    std::int64_t start_ns = 0;
+    int status = 0;
+    std::uint32_t conn = 0;
+    std::int64_t done_ns = -1;
+  };
+  std::map<std::uint64_t, open_request> open;
+  auto close_request = [&out](std::uint64_t request, const open_request& r, std::int64_t end_ns) {
+    boost::json::object o =
+        base("X", "request " + std::to_string(request) + " -> " + std::to_string(r.status),
+             server_pid, r.conn, r.start_ns);
+    o["dur"] = micros(end_ns - r.start_ns);
+    o["cat"] = "request";
+    out.push_back(std::move(o));
+  };
   for (const event& e : events) {
     switch (e.kind) {
       case event_kind::connection_opened: conns.insert(e.conn); break;
-      case event_kind::request_started: open[e.request] = {e.time_ns, 0}; break;
-      case event_kind::status_chosen: open[e.request].second = static_cast<int>(e.value); break;
+      case event_kind::request_started:
+        if (e.conn != 0) conns.insert(e.conn);
+        open[e.request] = {.start_ns = e.time_ns, .conn = e.conn};
+        break;
+      case event_kind::status_chosen: {
+        auto it = open.find(e.request);
+        if (it != open.end()) it->second.status = static_cast<int>(e.value);
+        break;
+      }
       case event_kind::scope_ended: {
         auto it = open.find(e.request);
         if (it == open.end()) break;
-        boost::json::object o = base(
-            "X",
-            "request " + std::to_string(e.request) + " -> " + std::to_string(it->second.second),
-            server_pid, e.conn, it->second.first);
-        o["dur"] = micros(e.time_ns - it->second.first);
-        o["cat"] = "request";
-        out.push_back(std::move(o));
+        close_request(e.request, it->second, e.time_ns);
         open.erase(it);
         break;
       }
@@ -97,9 +115,12 @@ std::string chrome_trace_json(const std::vector<event>& events) {
         }
         break;
       }
-      case event_kind::headers_accepted:
       case event_kind::last_byte_accepted:
       case event_kind::delivery_failed:
+        if (auto it = open.find(e.request); it != open.end() && it->second.done_ns < 0)
+          it->second.done_ns = e.time_ns;
+        [[fallthrough]];
+      case event_kind::headers_accepted:
       case event_kind::reset:
       case event_kind::stall:
       case event_kind::unstall:
@@ -115,6 +136,9 @@ std::string chrome_trace_json(const std::vector<event>& events) {
       default: break;
     }
   }
+  const std::int64_t last_ns = events.empty() ? 0 : events.back().time_ns;
+  for (const auto& [request, r] : open)
+    close_request(request, r, r.done_ns >= 0 ? r.done_ns : last_ns);
   for (std::uint32_t c : conns)
     out.push_back(thread_name(server_pid, c, "connection " + std::to_string(c)));
   for (std::int64_t w : workers)

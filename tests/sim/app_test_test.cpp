@@ -4,12 +4,14 @@
 // copies of it, each caught by the invariant it breaks.
 #include <crosstown/sim/app_test.hpp>
 #include <crosstown/sim/gtest.hpp>
+#include <crosstown/sim/trace.hpp>
 
 #include <crosstown/beast/write.hpp>
 #include <crosstown/response_scope.hpp>
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/json.hpp>
 
 #include <gtest/gtest.h>
 
@@ -343,6 +345,39 @@ TEST(SimAppTest, IgnoredWriteErrorReportedAsSuccessBreaksTheDeliveryRule) {
 
 TEST(SimAppTest, SameThreadTaskBlockingTheIoThreadIsCaughtAsI7) {
   expect_caught(run_tiny<bug::blocking_task>(1000), "I7 no drag");
+}
+
+// The trace of a failing run shows the application's own work: its requests (the scopes its
+// handler created, on its connections), the bytes its writes put on the wire, and its
+// deferred tasks on the simulated workers, with their virtual durations.
+TEST(SimAppTest, ChromeTraceOfAFailingRunShowsTheApplicationsRequestsWritesAndTasks) {
+  const sim::app_seeds_result r = run_tiny<bug::stale_scope>(1000);
+  ASSERT_FALSE(r.ok());
+  const std::vector<sim::event>& trace = r.failure->trace;
+  ASSERT_FALSE(trace.empty());
+  const boost::json::value doc = boost::json::parse(sim::chrome_trace_json(trace));
+  std::map<std::string, int> by_category;
+  bool task_with_duration = false;
+  bool request_with_status = false;
+  for (const boost::json::value& v : doc.as_object().at("traceEvents").as_array()) {
+    const boost::json::object& e = v.as_object();
+    if (!e.contains("cat")) continue;
+    const std::string cat(e.at("cat").as_string());
+    ++by_category[cat];
+    if (cat == "task" && e.at("ph") == "X" && e.at("dur").to_number<double>() > 0)
+      task_with_duration = true;
+    if (cat == "request" &&
+        std::string(e.at("name").as_string()).find(" -> 202") != std::string::npos)
+      request_with_status = true;
+  }
+  EXPECT_GT(by_category["request"], 0);
+  EXPECT_GT(by_category["bytes"], 0);
+  EXPECT_GT(by_category["task"], 0);
+  EXPECT_TRUE(task_with_duration) << "a worker's task spans its virtual cost";
+  EXPECT_TRUE(request_with_status) << "a request span names the status on the wire (202)";
+  const std::string text = sim::text_trace(trace);
+  EXPECT_NE(text.find("last byte accepted"), std::string::npos);
+  EXPECT_NE(text.find("task released"), std::string::npos);
 }
 
 }  // namespace

@@ -141,6 +141,11 @@ struct app_result {
   std::uint64_t digest = 0;
   /// Per (connection, response): last byte accepted at (ns), or -(failed at) - 1.
   std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> completions;
+  /// The run's events (with `keep_trace`): connections, requests (the scopes the application
+  /// created), the bytes its writes put on the wire, headers and last bytes accepted, resets,
+  /// and its tasks released, started and finished. For `chrome_trace_json` / `text_trace`
+  /// (trace.hpp); empty for the I7 rerun.
+  std::vector<event> trace;
 
   bool ok() const noexcept { return !first.has_value(); }
 };

@@ -3,9 +3,10 @@
 // The JSON is the Trace Event Format's object form, `{"traceEvents": [...],
 // "displayTimeUnit": "ns"}`, loadable by chrome://tracing and Perfetto: process 1 is the
 // server (one thread per connection: each request as a complete "X" event from request start
-// to scope end, response bytes as "X" events, resets and stalls as instants), process 2 the
-// simulated pool (one thread per worker: each task as an "X" event). Timestamps are virtual
-// microseconds.
+// to scope end - or, for an application's run (app_test.hpp), which sees the wire and not the
+// scope, to its last byte or failure - response bytes as "X" events, headers and last bytes
+// accepted, resets and stalls as instants), process 2 the simulated pool (one thread per
+// worker: each task as an "X" event). Timestamps are virtual microseconds.
 #pragma once
 
 #include <crosstown/sim/oracle.hpp>
