@@ -6,10 +6,14 @@
 #include <crosstown/runtime.hpp>
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace crosstown {
@@ -124,6 +128,24 @@ response_scope::response_scope(connection_scope& connection)
 
 response_scope::~response_scope() { end(); }
 
+namespace {
+
+// `set == status_set::default_no_go()`, inline: the defaulted comparison calls memcmp, which
+// cost ~55 instructions of every `defer` with options (callgrind, benchmarks/registration.cpp
+// --crosstown_callgrind), nearly all of them tasks that keep the default set. OR-ing the XORs
+// of the 16 words has no branch and no call.
+bool is_default_no_go(const status_set& set) noexcept {
+  using words = std::array<std::uint64_t, sizeof(status_set) / sizeof(std::uint64_t)>;
+  static_assert(sizeof(words) == sizeof(status_set) && std::is_trivially_copyable_v<status_set>);
+  static constexpr words default_words = std::bit_cast<words>(status_set::default_no_go());
+  const auto w = std::bit_cast<words>(set);
+  std::uint64_t diff = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) diff |= w[i] ^ default_words[i];
+  return diff == 0;
+}
+
+}  // namespace
+
 void response_scope::defer(task fn, defer_options options) {
   if (options.same_thread && options.executor) {
     throw std::invalid_argument(
@@ -162,7 +184,10 @@ void response_scope::add(task&& fn, const registration& r) {
           "crosstown::response_scope::defer: a response cannot register more than 4294967295 "
           "tasks");
     }
-    const std::uint32_t set = r.no_go == nullptr ? 0 : intern_locked(*r.no_go);
+    // The default set is checked here, inline, not in intern_locked's frame (see
+    // is_default_no_go).
+    const std::uint32_t set =
+        r.no_go == nullptr || is_default_no_go(*r.no_go) ? 0 : intern_locked(*r.no_go);
     // The first task makes room for a few: most handlers defer more than one, and growing from
     // one entry at a time would allocate at 1, 2 and 4.
     if (entries_.capacity() == 0) entries_.reserve(initial_capacity);
@@ -194,8 +219,7 @@ void response_scope::add(task&& fn, const registration& r) {
 }
 
 std::uint32_t response_scope::intern_locked(const status_set& set) {
-  static constexpr status_set default_set = status_set::default_no_go();
-  if (set == default_set) return 0;
+  if (is_default_no_go(set)) return 0;  // add() checks first; kept for any other caller
   const std::size_t hash = std::hash<status_set>{}(set);
   if (auto known =
           no_go_index_.find(hash, [&](std::uint32_t at) { return no_go_sets_[at] == set; })) {
