@@ -25,6 +25,9 @@
 //   --call-timeout-ms T [2000] per attempt (0: none); --call-attempts A [3] attempts in all,
 //                              backoff 100 ms doubling to 2 s, jitter 0.5
 //   --blocking-calls           the old variant instead: each call sleeps on a pool thread
+//   --redis ADDRESS            (serve) hand each call to Redis Streams at unix:/path or
+//                              host:port instead; `crosstown-worker --redis ADDRESS` runs them
+//                              (redis_calls.hpp; scripts/redis-demo.sh shows it end to end)
 //
 // Shutdown (both modes), bounded by the deadline D (default 10 s) from the first signal: stop
 // accepting, let responses in progress finish (cut off after min(5 s, D/2)), drain deferred
@@ -37,6 +40,9 @@
 #include "app.hpp"
 #include "demo_client.hpp"
 #include "servers.hpp"
+#if CROSSTOWN_DEMO_WITH_REDIS
+#include "redis_calls.hpp"
+#endif
 
 #include <crosstown/crosstown.hpp>
 
@@ -88,6 +94,7 @@ struct options {
   std::size_t queue_capacity = 100'000;
   bool blocking_calls = false;
   demo::awaitable_call_settings calls;
+  std::string redis;  // --redis: calls go to Redis Streams (serve mode)
 };
 
 [[noreturn]] void usage(const char* why = nullptr) {
@@ -101,7 +108,7 @@ struct options {
       "              [--max-connections N] [--queue-capacity N] [call options]\n"
       "call options: [--call-ms M] [--call-failure-rate P] [--seed S] [--lane-limit N]\n"
       "              [--lane-capacity N] [--call-timeout-ms T] [--call-attempts A]\n"
-      "              [--blocking-calls]\n");
+      "              [--blocking-calls] [--redis unix:/path|host:port (serve only)]\n");
   std::exit(2);
 }
 
@@ -179,6 +186,8 @@ options parse(int argc, char** argv) {
       o.kind = *kind;
     } else if (arg == "--blocking-calls") {
       o.blocking_calls = true;
+    } else if (arg == "--redis" && i + 1 < argc) {
+      o.redis = argv[++i];
     } else if (arg == "--call-ms" && i + 1 < argc) {
       o.calls.latency = std::chrono::milliseconds(number_arg(arg.data(), argv[++i], 5'000));
     } else if (arg == "--call-failure-rate" && i + 1 < argc) {
@@ -199,6 +208,13 @@ options parse(int argc, char** argv) {
     } else {
       usage();
     }
+  }
+  if (!o.redis.empty()) {
+#if CROSSTOWN_DEMO_WITH_REDIS
+    if (!o.serve) usage("--redis is for serve mode (the workers run the calls)");
+#else
+    usage("--redis: this build has no crosstown::redis (hiredis was not found)");
+#endif
   }
   return o;
 }
@@ -410,11 +426,22 @@ crosstown::runtime_options runtime_options_for(const options& o, lost_tally& los
 // How POST /calls places its calls: awaitable tasks in the lane (default) or blocking ones.
 std::unique_ptr<demo::call_placer> make_placer(const options& o, crosstown::runtime& rt,
                                                crosstown::task_clock& clock) {
+#if CROSSTOWN_DEMO_WITH_REDIS
+  if (!o.redis.empty()) {
+    try {
+      return std::make_unique<demo::redis_call_placer>(rt, o.redis, o.calls.latency);
+    } catch (const std::invalid_argument& e) {
+      std::fprintf(stderr, "crosstown-demo: --redis: %s\n", e.what());
+      std::exit(2);
+    }
+  }
+#endif
   if (o.blocking_calls) return std::make_unique<demo::blocking_call_placer>(rt, o.calls.latency);
   return std::make_unique<demo::awaitable_call_placer>(rt, clock, o.calls);
 }
 
 const char* calls_description(const options& o) {
+  if (!o.redis.empty()) return "durable calls handed to Redis Streams";
   return o.blocking_calls ? "blocking calls on the pool" : "awaitable calls in lane telephony";
 }
 
