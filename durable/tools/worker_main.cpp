@@ -2,7 +2,7 @@
 //
 //   crosstown-worker --redis unix:/run/redis.sock [--stream crosstown:tasks]... [--group g]
 //                    [--consumer name] [--threads n] [--visibility-timeout ms]
-//                    [--max-attempts n] [--metrics]
+//                    [--max-attempts n] [--max-deliveries n] [--metrics]
 //
 // Built-in task types: "log" (prints the payload) and "phone-call" (the demo's call: a JSON
 // payload {"to": "...", "call": n, "us": latency}; spends the latency, then records the key in
@@ -31,7 +31,7 @@ namespace {
   std::cerr << "crosstown-worker: " << error
             << "\nusage: crosstown-worker --redis ADDRESS [--stream NAME]... [--group NAME]"
                " [--consumer NAME] [--threads N] [--visibility-timeout MS] [--max-attempts N]"
-               " [--metrics]\n";
+               " [--max-deliveries N] [--metrics]\n";
   std::exit(2);
 }
 
@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
         options.visibility_timeout = std::chrono::milliseconds(number(flag, value()));
       } else if (flag == "--max-attempts") {
         options.max_attempts = static_cast<std::uint32_t>(number(flag, value()));
+      } else if (flag == "--max-deliveries") {
+        options.max_deliveries = static_cast<std::uint32_t>(number(flag, value()));
       } else if (flag == "--metrics") {
         print_metrics = true;
       } else {
