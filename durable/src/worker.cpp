@@ -6,6 +6,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <hiredis/hiredis.h>
 
@@ -468,12 +469,18 @@ class runner {
   std::exception_ptr run_awaitable(const worker::registration& reg, const task_context& ctx) {
     std::promise<std::exception_ptr> done;
     std::future<std::exception_ptr> result = done.get_future();
-    boost::asio::cancellation_signal cancel;
+    // The coroutine and the emit of its cancellation run on one strand (io_threads may be
+    // more than one). The signal is shared with the posted emit, which may run after the
+    // coroutine ended and this frame is gone; the promise belongs to the completion handler.
+    const auto strand = boost::asio::make_strand(*s_.io);
+    const auto cancel = std::make_shared<boost::asio::cancellation_signal>();
     try {
       boost::asio::co_spawn(
-          *s_.io, reg.awaitable(ctx),
+          strand, reg.awaitable(ctx),
           boost::asio::bind_cancellation_slot(
-              cancel.slot(), [&done](std::exception_ptr ep) { done.set_value(std::move(ep)); }));
+              cancel->slot(), [done = std::move(done)](std::exception_ptr ep) mutable {
+                done.set_value(std::move(ep));
+              }));
     } catch (...) {  // the handler threw before it became a coroutine
       return std::current_exception();
     }
@@ -481,9 +488,8 @@ class runner {
     if (timeout.count() <= 0 || result.wait_for(timeout) == std::future_status::ready) {
       return result.get();
     }
-    // The slot belongs to the I/O thread: emit there. A coroutine that has just completed has
-    // cleared its slot, so the emit is then a no-op.
-    boost::asio::post(*s_.io, [&cancel] { cancel.emit(boost::asio::cancellation_type::terminal); });
+    // A coroutine that has just completed has cleared its slot: the emit is then a no-op.
+    boost::asio::post(strand, [cancel] { cancel->emit(boost::asio::cancellation_type::terminal); });
     result.wait();  // cancellation is cooperative: wait for it to unwind
     (void)result.get();
     s_.timed_out.fetch_add(1, std::memory_order_relaxed);
