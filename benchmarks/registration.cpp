@@ -300,12 +300,12 @@ BENCHMARK(baseline_lifecycle<small_closure>)
 BENCHMARK(named_in_one_scope)->Name("scale/named")->Apply(scale);
 BENCHMARK(distinct_no_go_sets_in_one_scope)->Name("scale/distinct_no_go_sets")->Apply(scale);
 
-// The callgrind driver (`registration --crosstown_callgrind`): one scope, 100 defers of each
-// form, each form in a function of its own that nothing inlines, so that
-//   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='callgrind_defer_*' \
-//       build/<preset>/benchmarks/registration --crosstown_callgrind
-// counts exactly the call sites and `defer` (divide by 100 per function; callgrind_annotate
-// --inclusive=yes). The scopes are made and ended outside the counted functions.
+// The callgrind driver (`registration --crosstown_callgrind`): each form of defer in a function
+// of its own that nothing inlines, called twice with a fresh scope for 100 defers each, so that
+//   valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*callgrind_defer_*'
+// followed by `build/<preset>/benchmarks/registration --crosstown_callgrind`, counts exactly
+// the call sites and `defer` (callgrind_annotate --inclusive=yes; divide each function's
+// count by 200). The scopes are made and ended outside the counted functions.
 constexpr int callgrind_tasks = 100;
 
 [[gnu::noinline]] void callgrind_defer_plain8(crosstown::response_scope& s) {
