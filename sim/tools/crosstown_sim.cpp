@@ -7,6 +7,10 @@
 
 #include <crosstown/fault.hpp>
 
+#ifdef CROSSTOWN_SIM_WITH_DEMO
+#include "demo_sim.hpp"  // examples/demo: the demo app's real server under the simulator
+#endif
+
 #include <unistd.h>
 
 #include <charconv>
@@ -32,6 +36,10 @@ byte-level network with resets and stalls, a controlled scheduler - and checks i
 I1-I8 on every run. Run i uses seed (--seed + i).
 
   --scenario NAME         phone-calls (default), slow-readers, resets, keep-alive
+  --app demo              run the demo app instead: its own server, handler and the real
+                          Beast adapter on the simulated stream (--seed, --runs,
+                          --connections, --strategy, --reset-rate, --stall-rate,
+                          --determinism-every, --no-drag-check and --quiet apply)
   --seed N                first seed (default 1)
   --runs N                number of runs (default 100)
   --requests N            requests per run (default: the scenario's)
@@ -62,6 +70,7 @@ struct bad_argument {
 
 struct options {
   std::string scenario_name = "phone-calls";
+  std::string app;  // "demo": the demo app's own server instead of a scenario
   std::uint64_t seed = 1;
   std::uint64_t runs = 100;
   std::optional<std::uint32_t> requests, connections, tasks;
@@ -132,6 +141,9 @@ options parse(int argc, char** argv) {
         throw bad_argument{"--scenario: unknown scenario '" + o.scenario_name +
                            "' (phone-calls, slow-readers, resets, keep-alive)"};
       }
+    } else if (arg == "--app") {
+      o.app = next();
+      if (o.app != "demo") throw bad_argument{"--app: unknown app '" + o.app + "' (demo)"};
     } else if (arg == "--seed") {
       o.seed = parse_number<std::uint64_t>(arg, next());
     } else if (arg == "--runs") {
@@ -221,6 +233,82 @@ bool write_file(const std::string& path, const std::string& text) {
   return static_cast<bool>(out);
 }
 
+// --app demo: run_app over the demo's server, client script and checks, with a summary.
+int run_demo_app(const options& opt) {
+#ifndef CROSSTOWN_SIM_WITH_DEMO
+  (void)opt;
+  std::cerr << "crosstown-sim: --app demo: this crosstown-sim was built without the examples\n";
+  return 2;
+#else
+  const crosstown_demo::demo_sim_parts parts = crosstown_demo::make_demo_sim();
+  app_config cfg = crosstown_demo::demo_sim_config();
+  cfg.strategy = opt.strategy;
+  if (opt.connections) cfg.connections = *opt.connections;
+  if (opt.reset_rate) cfg.reset_rate = *opt.reset_rate;
+  if (opt.stall_rate) cfg.stall_rate = *opt.stall_rate;
+  cfg.no_drag = opt.no_drag;
+  cfg.replay_prefix = "crosstown-sim --app demo --runs 1";
+  for (const std::string& a : opt.replay_args) cfg.replay_prefix += " " + a;
+  cfg.replay_prefix += " --seed ";
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const bool progress = !opt.quiet && (tty || opt.runs > 1000);
+  const std::uint64_t step = std::max<std::uint64_t>(1, opt.runs / (tty ? 100 : 10));
+  std::cout << "crosstown-sim: app demo, strategy " << to_string(cfg.strategy.kind) << ", seeds "
+            << opt.seed << ".." << opt.seed + opt.runs - 1 << "\n";
+  std::uint64_t runs_done = 0, responses = 0, tasks = 0, steps = 0, determinism_checks = 0;
+  std::optional<app_result> failed;
+  const auto started = std::chrono::steady_clock::now();
+  for (std::uint64_t i = 0; i < opt.runs; ++i) {
+    cfg.seed = opt.seed + i;
+    cfg.determinism = opt.determinism_every != 0 && i % opt.determinism_every == 0;
+    determinism_checks += cfg.determinism ? 1 : 0;
+    app_result r = run_app(cfg, parts.server, parts.client, parts.check);
+    ++runs_done;
+    responses += r.responses;
+    tasks += r.tasks_ran;
+    steps += r.steps;
+    if (progress && (i + 1) % step == 0) {
+      std::fprintf(stderr, tty ? "\r  run %llu/%llu" : "  run %llu/%llu\n",
+                   static_cast<unsigned long long>(i + 1),
+                   static_cast<unsigned long long>(opt.runs));
+      std::fflush(stderr);
+    }
+    if (!r.ok()) {
+      failed = std::move(r);
+      break;
+    }
+  }
+  if (progress && tty) std::fprintf(stderr, "\n");
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  auto row = [](const char* name, auto value) {
+    std::cout << "  " << name << std::string(24 - std::string_view(name).size(), ' ') << value
+              << "\n";
+  };
+  row("runs", runs_done);
+  row("simulated requests", responses);
+  row("tasks run", tasks);
+  row("scheduler steps", steps);
+  row("determinism checks", determinism_checks);
+  row("violations", failed ? 1 : 0);
+  char rate[64];
+  std::snprintf(rate, sizeof rate, "%.0f",
+                seconds > 0 ? static_cast<double>(responses) / seconds : 0.0);
+  char wall[64];
+  std::snprintf(wall, sizeof wall, "%.2f s", seconds);
+  row("wall time", wall);
+  row("simulated requests/s", rate);
+  if (failed) {
+    std::cout << "\nVIOLATION " << failed->first->invariant << " (seed " << failed->seed
+              << ", app demo)\n  " << failed->first->message << "\n";
+    if (!failed->story.empty()) std::cout << "events leading there:\n" << failed->story;
+    std::cout << "replay:\n  " << failed->replay << "\n";
+    return 1;
+  }
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -235,6 +323,7 @@ int main(int argc, char** argv) {
     std::cout << usage;
     return 0;
   }
+  if (!opt.app.empty()) return run_demo_app(opt);
 
   run_config cfg;
   cfg.world = *scenario_by_name(opt.scenario_name);
