@@ -5,6 +5,8 @@
 #   sim      crosstown::sim, crosstown-sim        sim/include/crosstown/sim
 #   testing  crosstown::testing                   lib/testing/include/crosstown/testing
 #   redis    crosstown::redis, crosstown-worker   durable/include/crosstown/redis (needs hiredis)
+#   restinio crosstown::restinio                  adapters/restinio/include/crosstown/restinio
+#   httplib  crosstown::httplib                   adapters/httplib/include/crosstown/httplib
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -18,6 +20,13 @@ if(CROSSTOWN_TESTING_TOOLKIT)
 endif()
 if(TARGET crosstown_redis)  # built only where hiredis was found (durable/CMakeLists.txt)
   list(APPEND CROSSTOWN_PACKAGE_COMPONENTS redis)
+endif()
+# The two adapters are built where their packages were found (the top-level CMakeLists.txt).
+if(TARGET crosstown_restinio)
+  list(APPEND CROSSTOWN_PACKAGE_COMPONENTS restinio)
+endif()
+if(TARGET crosstown_httplib)
+  list(APPEND CROSSTOWN_PACKAGE_COMPONENTS httplib)
 endif()
 
 # crosstown_install_component(<component> TARGETS <targets...> HEADERS <dir>)
@@ -66,6 +75,15 @@ endif()
 if(TARGET crosstown_redis)
   crosstown_install_component(redis TARGETS crosstown_redis crosstown-worker
     HEADERS "${PROJECT_SOURCE_DIR}/durable/include/crosstown/redis")
+endif()
+
+if(TARGET crosstown_restinio)
+  crosstown_install_component(restinio TARGETS crosstown_restinio
+    HEADERS "${PROJECT_SOURCE_DIR}/adapters/restinio/include/crosstown/restinio")
+endif()
+if(TARGET crosstown_httplib)
+  crosstown_install_component(httplib TARGETS crosstown_httplib
+    HEADERS "${PROJECT_SOURCE_DIR}/adapters/httplib/include/crosstown/httplib")
 endif()
 
 # The installed config, and a build-tree copy beside the exported target files.
