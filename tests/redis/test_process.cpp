@@ -51,8 +51,13 @@ int main(int argc, char** argv) {
     }
     const auto total =
         static_cast<std::uint64_t>(responses) * static_cast<std::uint64_t>(per_response);
-    // Polls its own runtime: the test reads this line and kills the process right after.
-    while (web.count(crosstown::task_state::ran) < total) std::this_thread::sleep_for(1ms);
+    // Waits (woken by the runtime, bounded by the test's own deadline on this line) until
+    // every append was acknowledged: the test reads this line and kills the process after it.
+    const crosstown::drain_report drained = web.rt().drain_for(60s);
+    if (!drained.complete || web.count(crosstown::task_state::ran) < total) {
+      std::cout << "unacknowledged " << total - web.count(crosstown::task_state::ran) << std::endl;
+      return 1;
+    }
     std::cout << "acknowledged " << web.count(crosstown::task_state::ran) << std::endl;
     for (;;) ::pause();  // parked until the test kills the process
   }
