@@ -39,7 +39,11 @@ I1-I8 on every run. Run i uses seed (--seed + i).
   --app demo              run the demo app instead: its own server, handler and the real
                           Beast adapter on the simulated stream (--seed, --runs,
                           --connections, --strategy, --reset-rate, --stall-rate,
-                          --determinism-every, --no-drag-check and --quiet apply)
+                          --determinism-every, --no-drag-check, --trace, --text-trace
+                          and --quiet apply)
+  --app-bug NAME          with --app demo: run a copy of the demo with a planted bug:
+                          stale-scope, sent-before-write, ignore-write-error,
+                          blocking-task, control (the copy without a bug)
   --seed N                first seed (default 1)
   --runs N                number of runs (default 100)
   --requests N            requests per run (default: the scenario's)
@@ -70,7 +74,8 @@ struct bad_argument {
 
 struct options {
   std::string scenario_name = "phone-calls";
-  std::string app;  // "demo": the demo app's own server instead of a scenario
+  std::string app;      // "demo": the demo app's own server instead of a scenario
+  std::string app_bug;  // --app-bug: a planted bug in a copy of the app (checked by the app)
   std::uint64_t seed = 1;
   std::uint64_t runs = 100;
   std::optional<std::uint32_t> requests, connections, tasks;
@@ -144,6 +149,9 @@ options parse(int argc, char** argv) {
     } else if (arg == "--app") {
       o.app = next();
       if (o.app != "demo") throw bad_argument{"--app: unknown app '" + o.app + "' (demo)"};
+    } else if (arg == "--app-bug") {
+      o.app_bug = next();
+      keep(o.app_bug);
     } else if (arg == "--seed") {
       o.seed = parse_number<std::uint64_t>(arg, next());
     } else if (arg == "--runs") {
@@ -217,6 +225,7 @@ options parse(int argc, char** argv) {
       throw bad_argument{"unknown argument '" + std::string(argv[i]) + "' (see --help)"};
     }
   }
+  if (!o.app_bug.empty() && o.app.empty()) throw bad_argument{"--app-bug: needs --app demo"};
   if (o.strategy.kind == strategy_kind::replay) {
     if (o.schedule_file.empty()) throw bad_argument{"--strategy replay: needs --schedule FILE"};
     std::ifstream in(o.schedule_file);
@@ -240,7 +249,18 @@ int run_demo_app(const options& opt) {
   std::cerr << "crosstown-sim: --app demo: this crosstown-sim was built without the examples\n";
   return 2;
 #else
-  const crosstown_demo::demo_sim_parts parts = crosstown_demo::make_demo_sim();
+  crosstown_demo::demo_sim_options demo_options;
+  if (!opt.app_bug.empty()) {
+    const std::optional<crosstown_demo::demo_bug> bug = crosstown_demo::parse_demo_bug(opt.app_bug);
+    if (!bug || *bug == crosstown_demo::demo_bug::none) {
+      std::cerr << "crosstown-sim: --app-bug: unknown bug '" << opt.app_bug
+                << "' (stale-scope, sent-before-write, ignore-write-error, blocking-task, "
+                   "control)\n";
+      return 2;
+    }
+    demo_options.bug = *bug;
+  }
+  const crosstown_demo::demo_sim_parts parts = crosstown_demo::make_demo_sim(demo_options);
   app_config cfg = crosstown_demo::demo_sim_config();
   cfg.strategy = opt.strategy;
   if (opt.connections) cfg.connections = *opt.connections;
@@ -257,6 +277,8 @@ int run_demo_app(const options& opt) {
             << opt.seed << ".." << opt.seed + opt.runs - 1 << "\n";
   std::uint64_t runs_done = 0, responses = 0, tasks = 0, steps = 0, determinism_checks = 0;
   std::optional<app_result> failed;
+  std::optional<app_result> first;  // kept for --trace / --text-trace when nothing fails
+  const bool tracing = !opt.trace_file.empty() || !opt.text_trace_file.empty();
   const auto started = std::chrono::steady_clock::now();
   for (std::uint64_t i = 0; i < opt.runs; ++i) {
     cfg.seed = opt.seed + i;
@@ -277,6 +299,7 @@ int run_demo_app(const options& opt) {
       failed = std::move(r);
       break;
     }
+    if (i == 0 && tracing) first = std::move(r);
   }
   if (progress && tty) std::fprintf(stderr, "\n");
   const double seconds =
@@ -298,6 +321,24 @@ int run_demo_app(const options& opt) {
   std::snprintf(wall, sizeof wall, "%.2f s", seconds);
   row("wall time", wall);
   row("simulated requests/s", rate);
+  // The failing run (else the first) as a trace: the app's requests, the bytes its writes put
+  // on the wire, its tasks.
+  const app_result* to_trace = failed ? &*failed : first ? &*first : nullptr;
+  if (to_trace != nullptr && !opt.trace_file.empty()) {
+    if (!write_file(opt.trace_file, chrome_trace_json(to_trace->trace))) {
+      std::cerr << "crosstown-sim: --trace: cannot write '" << opt.trace_file << "'\n";
+      return 2;
+    }
+    std::cout << "  trace (seed " << to_trace->seed << ") written to " << opt.trace_file << "\n";
+  }
+  if (to_trace != nullptr && !opt.text_trace_file.empty()) {
+    if (!write_file(opt.text_trace_file, text_trace(to_trace->trace))) {
+      std::cerr << "crosstown-sim: --text-trace: cannot write '" << opt.text_trace_file << "'\n";
+      return 2;
+    }
+    std::cout << "  text trace (seed " << to_trace->seed << ") written to " << opt.text_trace_file
+              << "\n";
+  }
   if (failed) {
     std::cout << "\nVIOLATION " << failed->first->invariant << " (seed " << failed->seed
               << ", app demo)\n  " << failed->first->message << "\n";
