@@ -20,6 +20,7 @@ packages=(
   libhttp-parser-dev
   libcpp-httplib-dev
   wrk
+  curl
 )
 
 missing=()

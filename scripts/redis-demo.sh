@@ -7,8 +7,8 @@
 #
 # Usage: scripts/redis-demo.sh [--preset dev] [--requests 20] [--calls 100] [--call-ms 5]
 #                              [--demo PATH] [--worker PATH]
-# (--demo/--worker: run those binaries instead of building the preset's). Needs redis-server,
-# redis-cli and curl. Talks to 127.0.0.1 and the private socket only.
+# (--demo/--worker: run those binaries instead of building the preset's). Installs what it
+# needs (scripts/install-deps.sh: redis-server, redis-cli, curl). Talks to 127.0.0.1 and the private socket only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+scripts/install-deps.sh  # redis-server (with redis-cli), curl, the build's packages
 for tool in redis-server redis-cli curl; do
   command -v "$tool" >/dev/null || { echo "redis-demo.sh: $tool not found" >&2; exit 2; }
 done
