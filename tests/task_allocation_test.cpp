@@ -147,13 +147,20 @@ std::size_t growth_allowance(std::size_t n) {
 
 // --- the counting allocator itself must be seen to count -------------------------------------
 
+// Where the pointers go: a new-expression whose result nothing observes may be elided (C++14
+// [expr.new]/10; GCC's -fallocation-dce does it at -O1), which would leave this check
+// counting nothing. Stored to a volatile, each allocation is observable and must happen.
+void* volatile allocation_sink = nullptr;
+
 TEST(TaskAllocation, CountingAllocatorSeesOrdinaryAllocations) {
   allocation_counts seen;
   {
     measured_region region;
     auto* p = new std::uint64_t(7);
+    allocation_sink = p;
     delete p;
     auto* q = new std::array<char, 256>();
+    allocation_sink = q;
     delete q;
     seen = region.stop();
   }
