@@ -468,6 +468,11 @@ sim_network::~sim_network() { shut_down(); }
 void sim_network::shut_down() {
   if (down_) return;
   down_ = true;
+  // A pending accept holds what the server's accept loop captured - typically the server's
+  // state, which owns the acceptor: a cycle that a real io_context breaks when its shutdown
+  // destroys the operation. Aborting it hands the handler to its home context, which frees it
+  // when destroyed.
+  if (acceptor_ != nullptr) acceptor_->close();
   // Contexts first (their handlers own sessions, which own streams), newest first.
   while (!actors_.empty()) {
     std::unique_ptr<io_actor> a = std::move(actors_.back());

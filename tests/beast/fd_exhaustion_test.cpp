@@ -97,6 +97,12 @@ TEST_P(DescriptorExhaustionTest, AcceptBacksOffOnEmfileAndServesOnceDescriptorsR
   std::thread io([&] { ioc.run(); });
   const unsigned short port = server.port();
   ASSERT_EQ(crosstown_test::request(port, crosstown_test::post("/calls?n=1")), 202);
+  // The first call's hand-off and the pool's first thread come after the client read its 202:
+  // let them finish before the descriptors run out. Under UBSan, a virtual call's first
+  // type check opens a pipe (to probe that the vtable is readable); with no descriptor left
+  // it fails and reports a valid object as having an invalid vptr.
+  ASSERT_TRUE(eventually([&] { return rt.metrics().count(crosstown::task_state::ran) == 1; }));
+  ASSERT_TRUE(rt.drain_for(10s).complete);
 
   int client = -1;
   clock_type::time_point first_error, third_error;
