@@ -242,6 +242,23 @@ bool write_file(const std::string& path, const std::string& text) {
   return static_cast<bool>(out);
 }
 
+// Writes `events`, the run of `seed`, to the --trace and --text-trace files asked for; false,
+// the reason on stderr, when one cannot be written.
+bool write_traces(const options& opt, std::uint64_t seed, const std::vector<event>& events) {
+  if (!opt.trace_file.empty()) {
+    if (!write_file(opt.trace_file, chrome_trace_json(events))) {
+      std::cerr << "crosstown-sim: --trace: cannot write '" << opt.trace_file << "'\n";
+      return false;
+    }
+    std::cout << "  trace (seed " << seed << ") written to " << opt.trace_file << "\n";
+  }
+  if (!opt.text_trace_file.empty() && !write_file(opt.text_trace_file, text_trace(events))) {
+    std::cerr << "crosstown-sim: --text-trace: cannot write '" << opt.text_trace_file << "'\n";
+    return false;
+  }
+  return true;
+}
+
 // --app demo: run_app over the demo's server, client script and checks, with a summary.
 int run_demo_app(const options& opt) {
 #ifndef CROSSTOWN_SIM_WITH_DEMO
@@ -324,21 +341,7 @@ int run_demo_app(const options& opt) {
   // The failing run (else the first) as a trace: the app's requests, the bytes its writes put
   // on the wire, its tasks.
   const app_result* to_trace = failed ? &*failed : first ? &*first : nullptr;
-  if (to_trace != nullptr && !opt.trace_file.empty()) {
-    if (!write_file(opt.trace_file, chrome_trace_json(to_trace->trace))) {
-      std::cerr << "crosstown-sim: --trace: cannot write '" << opt.trace_file << "'\n";
-      return 2;
-    }
-    std::cout << "  trace (seed " << to_trace->seed << ") written to " << opt.trace_file << "\n";
-  }
-  if (to_trace != nullptr && !opt.text_trace_file.empty()) {
-    if (!write_file(opt.text_trace_file, text_trace(to_trace->trace))) {
-      std::cerr << "crosstown-sim: --text-trace: cannot write '" << opt.text_trace_file << "'\n";
-      return 2;
-    }
-    std::cout << "  text trace (seed " << to_trace->seed << ") written to " << opt.text_trace_file
-              << "\n";
-  }
+  if (to_trace != nullptr && !write_traces(opt, to_trace->seed, to_trace->trace)) return 2;
   if (failed) {
     std::cout << "\nVIOLATION " << failed->first->invariant << " (seed " << failed->seed
               << ", app demo)\n  " << failed->first->message << "\n";
@@ -476,19 +479,7 @@ int main(int argc, char** argv) {
   row("requests per CPU s", cpu_rate);
 
   const run_result* to_trace = failed ? &*failed : traced ? &*traced : nullptr;
-  if (to_trace != nullptr && !opt.trace_file.empty()) {
-    if (!write_file(opt.trace_file, chrome_trace_json(to_trace->trace))) {
-      std::cerr << "crosstown-sim: --trace: cannot write '" << opt.trace_file << "'\n";
-      return 2;
-    }
-    std::cout << "  trace (seed " << to_trace->seed << ") written to " << opt.trace_file << "\n";
-  }
-  if (to_trace != nullptr && !opt.text_trace_file.empty()) {
-    if (!write_file(opt.text_trace_file, text_trace(to_trace->trace))) {
-      std::cerr << "crosstown-sim: --text-trace: cannot write '" << opt.text_trace_file << "'\n";
-      return 2;
-    }
-  }
+  if (to_trace != nullptr && !write_traces(opt, to_trace->seed, to_trace->trace)) return 2;
   if (!opt.save_schedule_file.empty()) {
     std::string text;
     for (std::uint32_t d : (failed ? failed->schedule : last_schedule))
