@@ -242,6 +242,13 @@ bool write_file(const std::string& path, const std::string& text) {
   return static_cast<bool>(out);
 }
 
+// The progress line: rewritten in place on a terminal, one line per report otherwise.
+void print_progress(bool tty, std::uint64_t done, std::uint64_t runs) {
+  std::fprintf(stderr, tty ? "\r  run %llu/%llu" : "  run %llu/%llu\n",
+               static_cast<unsigned long long>(done), static_cast<unsigned long long>(runs));
+  std::fflush(stderr);
+}
+
 // Writes `events`, the run of `seed`, to the --trace and --text-trace files asked for; false,
 // the reason on stderr, when one cannot be written.
 bool write_traces(const options& opt, std::uint64_t seed, const std::vector<event>& events) {
@@ -306,12 +313,7 @@ int run_demo_app(const options& opt) {
     responses += r.responses;
     tasks += r.tasks_ran;
     steps += r.steps;
-    if (progress && (i + 1) % step == 0) {
-      std::fprintf(stderr, tty ? "\r  run %llu/%llu" : "  run %llu/%llu\n",
-                   static_cast<unsigned long long>(i + 1),
-                   static_cast<unsigned long long>(opt.runs));
-      std::fflush(stderr);
-    }
+    if (progress && (i + 1) % step == 0) print_progress(tty, i + 1, opt.runs);
     if (!r.ok()) {
       failed = std::move(r);
       break;
@@ -425,12 +427,7 @@ int main(int argc, char** argv) {
       faults[site].fired += c.fired;
     }
     last_schedule = r.schedule;
-    if (progress && (i + 1) % step == 0) {
-      std::fprintf(stderr, tty ? "\r  run %llu/%llu" : "  run %llu/%llu\n",
-                   static_cast<unsigned long long>(i + 1),
-                   static_cast<unsigned long long>(opt.runs));
-      std::fflush(stderr);
-    }
+    if (progress && (i + 1) % step == 0) print_progress(tty, i + 1, opt.runs);
     if (!r.ok()) {
       failed = std::move(r);
       break;
