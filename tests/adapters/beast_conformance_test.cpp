@@ -8,6 +8,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
@@ -259,12 +260,17 @@ class beast_server final : public testkit::server_under_test {
     acceptor_.listen();
     const unsigned short port = acceptor_.local_endpoint().port();
     do_accept();
+    work_.emplace(ioc_.get_executor());
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
     return port;
   }
 
   // Stops accepting, closes every connection, and joins the I/O threads: every session has
-  // finished, so every scope has ended and every connection scope closed.
+  // finished, so every scope has ended and every connection scope closed. The work guard keeps
+  // the threads running until every close is posted: without it, the threads could run out of
+  // work - the acceptor closed, the last session ended - between the acceptor's close and a
+  // connection's, and the unrun close would keep its connection (and its connection-phase
+  // tasks) alive until the io_context is destroyed, after the runtime.
   void stop() override {
     if (threads_.empty()) return;
     net::post(acceptor_.get_executor(), [this] {
@@ -287,6 +293,7 @@ class beast_server final : public testkit::server_under_test {
       });
     }
     live.clear();
+    work_.reset();
     for (auto& t : threads_) t.join();
     threads_.clear();
   }
@@ -318,6 +325,7 @@ class beast_server final : public testkit::server_under_test {
   app app_;
   net::io_context ioc_{2};
   tcp::acceptor acceptor_{net::make_strand(ioc_)};
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
   std::mutex mutex_;
   std::map<std::uint64_t, std::weak_ptr<connection>> connections_;  // guarded by mutex_
