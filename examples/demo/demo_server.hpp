@@ -181,6 +181,10 @@ struct server_options {
   /// First and longest pause after accept fails for lack of descriptors or memory.
   std::chrono::milliseconds accept_backoff_min = std::chrono::milliseconds(10);
   std::chrono::milliseconds accept_backoff_max = std::chrono::seconds(1);
+  /// Called on the I/O thread after a counter of `stats()` changed, a session went idle (what
+  /// `retained()` sums) or a response's write completed: an observer (a test) waits on it
+  /// instead of polling. Must be quick and must not call into the server. Empty: not called.
+  std::function<void()> on_change{};
 };
 
 /// Server counters; read from any thread.

@@ -197,12 +197,26 @@ struct server_state {
     auto slot = std::make_shared<connection_slot>();
     connections.push_back(slot);
     active.fetch_add(1);
+    changed();
     return slot;
   }
 
   // A session ended (I/O thread). The last one during a stop lets the io_context finish.
   void connection_closed() {
     if (active.fetch_sub(1) == 1 && stopping) grace_timer.cancel();
+    changed();
+  }
+
+  // Counts one more of `counter` (I/O thread) and tells the observer.
+  std::uint64_t count(std::atomic<std::uint64_t>& counter) {
+    const std::uint64_t now = counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    changed();
+    return now;
+  }
+
+  // `server_options::on_change`: a counter changed, a session went idle or a write completed.
+  void changed() const {
+    if (options.on_change) options.on_change();
   }
 
   void close_all() {
@@ -215,7 +229,7 @@ struct server_state {
   }
 
   void count_read_error(const error_code& ec) {
-    if (ec == beast::error::timeout) timeouts.fetch_add(1, std::memory_order_relaxed);
+    if (ec == beast::error::timeout) count(timeouts);
   }
 };
 
@@ -311,7 +325,7 @@ inline http::response<http::empty_body> continue_response() {
 // to be streamed (header, then body) rather than written whole.
 template <class State>
 bool respond(State& state, request_context& context, response_type& res, const std::string& date) {
-  state.requests.fetch_add(1, std::memory_order_relaxed);
+  state.count(state.requests);
   const request_type& req = context.request;
   try {
     res = state.app(context);
@@ -370,6 +384,7 @@ class callback_session : public std::enable_shared_from_this<callback_session<Tr
     if (buffer_.size() == 0) {
       buffer_.shrink_to_fit();
       slot_->retained = buffer_.capacity() + (response_ ? response_->body().capacity() : 0);
+      state_->changed();
       // Idle: wait for the first byte of the next request.
       stream_.expires_after(options().idle_timeout);
       stream_.async_read_some(
@@ -510,8 +525,9 @@ class callback_session : public std::enable_shared_from_this<callback_session<Tr
     // An idle connection keeps no response (64 KB for /stream), nor the request and its body.
     response_.reset();
     parser_.reset();
+    state_->changed();
     if (ec) {
-      state_->delivery_failures.fetch_add(1, std::memory_order_relaxed);
+      state_->count(state_->delivery_failures);
       state_->count_read_error(ec);
       return;
     }
@@ -521,7 +537,7 @@ class callback_session : public std::enable_shared_from_this<callback_session<Tr
 
   void do_error(response_type res) {
     slot_->busy = true;
-    state_->bad_requests.fetch_add(1, std::memory_order_relaxed);
+    state_->count(state_->bad_requests);
     parser_.reset();
     response_ = std::move(res);
     response_->set(http::field::date, traits::date());
@@ -600,6 +616,7 @@ net::awaitable<void> coroutine_session(typename transport_traits<Transport>::str
     if (buffer.size() == 0) {
       buffer.shrink_to_fit();
       slot->retained = buffer.capacity();
+      state->changed();
       stream.expires_after(o.idle_timeout);
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(1024), tuple_awaitable);
       if (ec) {
@@ -662,8 +679,9 @@ net::awaitable<void> coroutine_session(typename transport_traits<Transport>::str
     }
     stream.expires_never();
     stream.rate_policy().track(nullptr);
+    state->changed();
     if (wec) {
-      state->delivery_failures.fetch_add(1, std::memory_order_relaxed);
+      state->count(state->delivery_failures);
       state->count_read_error(wec);
       co_return;
     }
@@ -671,7 +689,7 @@ net::awaitable<void> coroutine_session(typename transport_traits<Transport>::str
   }
   const bool answered_refusal = refused.has_value();
   if (refused) {
-    state->bad_requests.fetch_add(1, std::memory_order_relaxed);
+    state->count(state->bad_requests);
     refused->set(http::field::date, traits::date());
     stream.expires_after(o.write_timeout);
     auto [ec, n] = co_await http::async_write(stream, *refused, tuple_awaitable);
@@ -700,12 +718,12 @@ void start_session(const std::shared_ptr<server_state<Transport>>& state,
                    typename transport_traits<Transport>::socket_type socket) {
   using traits = transport_traits<Transport>;
   if (state->active.load() >= state->options.max_connections) {
-    state->rejected.fetch_add(1, std::memory_order_relaxed);
+    state->count(state->rejected);
     traits::reject(std::move(socket));
     return;
   }
   traits::configure(socket, state->options);
-  const std::uint64_t id = state->connection_count.fetch_add(1) + 1;
+  const std::uint64_t id = state->count(state->connection_count);
   auto slot = state->add_connection();
   auto executor = socket.get_executor();
   if (state->options.style == session_style::callback) {
@@ -754,7 +772,7 @@ void do_accept(const std::shared_ptr<server_state<Transport>>& state) {
   traits::accept(*state->acceptor, [state](error_code ec, typename traits::socket_type socket) {
     if (state->stopping || !state->acceptor->is_open()) return;
     if (ec && is_resource_exhaustion(ec)) {
-      state->accept_errors.fetch_add(1);
+      state->count(state->accept_errors);
       return back_off_then_accept(state);
     }
     state->backoff = {};

@@ -5,6 +5,7 @@
 #include "demo_server.hpp"
 #include "phone_calls_app.hpp"
 #include "posix_client.hpp"
+#include "test_support.hpp"
 
 #include <crosstown/crosstown.hpp>
 
@@ -25,16 +26,6 @@ namespace {
 namespace demo = crosstown_demo;
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
-
-template <class Done>
-bool eventually(Done done, clock_type::duration within = 10s) {
-  const auto until = clock_type::now() + within;
-  while (!done()) {
-    if (clock_type::now() > until) return done();
-    std::this_thread::sleep_for(1ms);  // polling interval
-  }
-  return true;
-}
 
 // Lowers the soft descriptor limit for its lifetime and fills what is left, keeping `spare`
 // descriptors free; restores everything when destroyed.
@@ -87,12 +78,21 @@ INSTANTIATE_TEST_SUITE_P(Sessions, DescriptorExhaustionTest,
                          style_name);
 
 TEST_P(DescriptorExhaustionTest, AcceptBacksOffOnEmfileAndServesOnceDescriptorsReturn) {
-  crosstown::runtime rt({.threads = 1});
+  // The waits below are for the server's counters and the runtime's tasks, which announce
+  // their changes: the test waits on them rather than polling.
+  crosstown::test_support::change_signal changes;
+  const auto eventually = [&changes](auto done) { return changes.wait_for(done, 10s); };
+  crosstown::runtime rt(
+      {.threads = 1, .on_settled = [&changes](const crosstown::task_info&, crosstown::task_state) {
+         changes.notify();
+       }});
   demo::phone_calls_app app(rt, 0us);
   demo::net::io_context ioc;
-  demo::server server(
-      ioc, rt, std::ref(app),
-      {.style = GetParam(), .accept_backoff_min = 20ms, .accept_backoff_max = 200ms});
+  demo::server server(ioc, rt, std::ref(app),
+                      {.style = GetParam(),
+                       .accept_backoff_min = 20ms,
+                       .accept_backoff_max = 200ms,
+                       .on_change = [&changes] { changes.notify(); }});
   server.start();
   std::thread io([&] { ioc.run(); });
   const unsigned short port = server.port();
@@ -118,7 +118,7 @@ TEST_P(DescriptorExhaustionTest, AcceptBacksOffOnEmfileAndServesOnceDescriptorsR
     ASSERT_TRUE(eventually([&] { return server.stats().accept_errors >= seen + 2; }));
     third_error = clock_type::now();
     // A spinning accept loop fails thousands of times a millisecond; backing off at least
-    // 20 ms, doubling, two more failures take at least 40 ms (30: slack for the polling).
+    // 20 ms, doubling, two more failures take at least 40 ms (30: slack for waking the test).
     EXPECT_GE(third_error - first_error, 30ms);
     EXPECT_LT(server.stats().accept_errors, 20u);
   }  // descriptors and the limit restored

@@ -58,6 +58,44 @@ class event {
   bool set_ = false;
 };
 
+/// A condition that other threads announce: they call `notify()` after anything the waiter's
+/// predicate reads may have changed (from a server's or a runtime's hook); `wait_for(pred)`
+/// evaluates `pred` - outside the lock, so it may call into the notifier's owner - now and
+/// after every notification, until it holds or `timeout` passed. True if it held.
+class change_signal {
+ public:
+  void notify() {
+    {
+      std::lock_guard lock(mutex_);
+      ++generation_;
+    }
+    cv_.notify_all();
+  }
+
+  template <class Predicate>
+  bool wait_for(Predicate pred, clock_type::duration timeout = deadline) {
+    const auto until = clock_type::now() + timeout;
+    for (;;) {
+      std::uint64_t seen = 0;
+      {
+        std::lock_guard lock(mutex_);
+        seen = generation_;
+      }
+      if (pred()) return true;
+      std::unique_lock lock(mutex_);
+      if (!cv_.wait_until(lock, until, [&] { return generation_ != seen; })) {
+        lock.unlock();
+        return pred();
+      }
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::uint64_t generation_ = 0;  // guarded by mutex_
+};
+
 /// A task that holds its worker until opened: `started` is set when it runs, `finished` once it
 /// returns, `timed_out` if it was never opened within the deadline.
 struct gate {
