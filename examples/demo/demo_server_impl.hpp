@@ -527,8 +527,9 @@ class callback_session : public std::enable_shared_from_this<callback_session<Tr
     parser_.reset();
     state_->changed();
     if (ec) {
-      state_->count(state_->delivery_failures);
+      // The cause first: whoever sees the failure counted sees its timeout counted too.
       state_->count_read_error(ec);
+      state_->count(state_->delivery_failures);
       return;
     }
     if (!keep_alive) return do_close();
@@ -681,8 +682,8 @@ net::awaitable<void> coroutine_session(typename transport_traits<Transport>::str
     stream.rate_policy().track(nullptr);
     state->changed();
     if (wec) {
+      state->count_read_error(wec);  // the cause first, as in callback_session::on_write
       state->count(state->delivery_failures);
-      state->count_read_error(wec);
       co_return;
     }
     if (!res.keep_alive()) break;
