@@ -7,6 +7,7 @@
 #include "planted/planted_app.hpp"
 
 #include <crosstown/sim/asio.hpp>
+#include <crosstown/sim/discard_body.hpp>
 
 #include <boost/asio/bind_executor.hpp>
 
@@ -270,7 +271,7 @@ struct client_state : std::enable_shared_from_this<client_state> {
   bool done = false;
   std::deque<request_type> requests;  // alive until written; stable addresses
   beast::flat_buffer buffer;
-  std::optional<http::response_parser<http::string_body>> parser;
+  std::optional<http::response_parser<crosstown::sim::discard_body>> parser;  // statuses only
 
   void send() {
     if (written == total || done) return;

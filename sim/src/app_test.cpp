@@ -1,4 +1,5 @@
 #include <crosstown/sim/app_test.hpp>
+#include <crosstown/sim/discard_body.hpp>
 
 #include "driver.hpp"
 
@@ -6,7 +7,6 @@
 #include <crosstown/job.hpp>
 
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include <algorithm>
 #include <array>
@@ -33,7 +33,8 @@ struct conn_rec {
   actor_id actor = 0;
   std::vector<std::uint64_t> scopes;  // ids of the scopes created on it, in order
   std::vector<wire_response> responses;
-  std::optional<http::response_parser<http::string_body>> parser;
+  // The server's bytes are parsed for their framing only (discard_body.hpp).
+  std::optional<http::response_parser<discard_body>> parser;
   std::string unparsed;
   bool closed = false;  // the server closed its end
   bool failed = false;  // reset, or a server operation failed
