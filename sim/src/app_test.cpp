@@ -394,6 +394,10 @@ class app_world final : public link_observer, public executor {
 
   void judge_release(const task_info& info,
                      std::unordered_map<std::uint64_t, std::int64_t>& last_index) {
+    // A scope created during the step running now is not known until the step's probe: the
+    // scopes created since the last probe are this step's, on this actor - resolve them now,
+    // or a release in the step that created its scope would go unjudged.
+    if (info.request_id > last_probe_) register_scopes(running_conn(), info.request_id + 1);
     const scope_rec* s = find_scope(info.request_id);
     const std::uint32_t conn = s != nullptr ? s->conn : 0;
     record({now(), event_kind::task_released, conn, info.request_id, info.index});

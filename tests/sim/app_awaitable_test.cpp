@@ -366,4 +366,16 @@ TEST(SimAwaitable, TheRuntimeStartsNoIoThreadForAwaitableTasksInASimulatedRun) {
   EXPECT_EQ(during, before);
 }
 
+// A release in the very step that created its scope is judged too (the scope's connection is
+// resolved before judging): a handler reporting response_sent() before writing, in the same
+// completion that created the scope, is caught as I1.
+TEST(SimAwaitable, ReleaseInTheStepThatCreatedItsScopeIsJudged) {
+  const defer_fn defer = [](crosstown::response_scope& scope, sim::app_env&, std::uint32_t) {
+    scope.defer([] {}, {.name = "plain"});
+  };
+  const sim::app_seeds_result r = run_seeds(quiet_network(), 100, defer, flaw::sent_in_handler);
+  ASSERT_FALSE(r.ok()) << "not caught in " << r.runs << " seeds";
+  EXPECT_EQ(r.failure->first->invariant, "I1 after") << sim::describe(*r.failure);
+}
+
 }  // namespace
