@@ -210,18 +210,39 @@ struct sent_request {
   int status = 0;  // of the response read whole; 0: none
 };
 
-// One run's shared state: the app, its server and the client's records.
+// One run's shared state: the app, its placer and the client's records.
 struct demo_run {
   std::vector<std::shared_ptr<std::deque<sent_request>>> connections;
+  std::shared_ptr<awaitable_call_placer> placer;  // outlives the app, which refers to it
   std::shared_ptr<phone_calls_app> app;
 };
+
+// The production placer (awaitable calls in the "telephony" lane, a timeout per attempt,
+// retries with a jittered backoff) with its times scaled down tenfold, so that a run's slowest
+// calls - three timed-out attempts and their backoffs, queued in the lane - settle within the
+// liveness budget; and a lane of 8 (not 100), so that a run's calls (at most 48) do wait in
+// it. The fake telephony API: each attempt waits the request's latency on the run's task
+// clock (virtual time) and fails with probability 0.15, the draws seeded by the run.
+awaitable_call_settings sim_call_settings(sim::app_env& env) {
+  awaitable_call_settings s;
+  s.lane_options.max_in_flight = 8;
+  s.timeout = std::chrono::milliseconds(200);
+  s.retry.base = std::chrono::milliseconds(10);
+  s.retry.cap = std::chrono::milliseconds(200);
+  s.failure_rate = 0.15;
+  s.seed = env.draws().next();
+  return s;
+}
 
 // The app and its server on one transport; destroyed at the end of the run.
 template <planted_bug Bug>
 struct demo_instance {
   demo_instance(sim::app_env& env, demo_run& run, const demo_sim_options& o)
-      : app(std::make_shared<phone_calls_app>(env.runtime(), std::chrono::microseconds(0))),
+      : placer(std::make_shared<awaitable_call_placer>(env.runtime(), env.task_clock(),
+                                                       sim_call_settings(env))),
+        app(std::make_shared<phone_calls_app>(env.runtime(), *placer)),
         server(env, env.runtime(), make_handler(app, o), options(env, o)) {
+    run.placer = placer;
     run.app = app;
     server.start();  // posts the first accept to the listener's io_context
     if (sim::io_actor* listener = sim::io_actor::of(env.server_executor())) listener->kick();
@@ -256,6 +277,7 @@ struct demo_instance {
     return so;
   }
 
+  std::shared_ptr<awaitable_call_placer> placer;
   std::shared_ptr<phone_calls_app> app;
   basic_server<sim_transport<Bug>> server;
 };
@@ -286,8 +308,14 @@ struct client_state : std::enable_shared_from_this<client_state> {
     if (pick < 55) {
       r.what = sent_request::kind::calls;
       r.calls = static_cast<int>(c->draws->below(5));
+      // The API's latency for these calls: mostly fast, sometimes slow, now and then slower
+      // than the 200 ms timeout of an attempt (so attempts time out and are retried).
+      const std::uint64_t speed = c->draws->below(100);
+      const std::uint64_t us = speed < 70   ? c->draws->below(2'001)
+                               : speed < 90 ? 2'000 + c->draws->below(148'001)
+                                            : 150'000 + c->draws->below(250'001);
       req.method(http::verb::post);
-      req.target("/calls?n=" + std::to_string(r.calls) + "&us=0");
+      req.target("/calls?n=" + std::to_string(r.calls) + "&us=" + std::to_string(us));
     } else if (pick < 70) {
       r.what = sent_request::kind::missing;
       req.method(http::verb::get);
@@ -344,7 +372,21 @@ struct client_state : std::enable_shared_from_this<client_state> {
 };
 
 void check_run(sim::app_env& env, const demo_run& run) {
-  if (!run.app) return env.fail("app: server", "the demo server was not built");
+  if (!run.app || !run.placer) return env.fail("app: server", "the demo server was not built");
+  std::uint64_t placed = 0;  // calls whose first attempt started, over every request
+  for (const auto& conn : run.connections) {
+    for (const sent_request& r : *conn) {
+      if (r.what != sent_request::kind::calls) continue;  // other tasks count as started too
+      if (const auto rec = run.app->find(r.id)) placed += static_cast<std::uint64_t>(rec->started);
+    }
+  }
+  // Every attempt belongs to a placed call, and a call makes at most max_attempts of them.
+  const std::uint64_t attempts = run.placer->attempts();
+  const std::uint64_t most = placed * run.placer->settings().retry.max_attempts;
+  if (attempts < placed || attempts > most) {
+    return env.fail("app: attempts per call", std::to_string(placed) + " calls placed made " +
+                                                  std::to_string(attempts) + " attempts");
+  }
   for (const auto& conn : run.connections) {
     for (const sent_request& r : *conn) {
       if (r.status == 0) continue;  // not read whole: not delivered as far as the client knows

@@ -5,11 +5,15 @@
 #include "demo_server.hpp"
 #include "demo_sim.hpp"
 
+#include <crosstown/metrics.hpp>
+
 #include <crosstown/sim/gtest.hpp>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -52,6 +56,40 @@ TEST(DemoSim, PlantedCopyWithoutABugHolds) {
   const sim::app_seeds_result r =
       run_demo({.bug = demo_bug::control, .style = std::nullopt}, sim::app_seed_count(200));
   EXPECT_TRUE(r.ok()) << (r.failure ? sim::describe(*r.failure) : "");
+}
+
+// The demo's calls under the simulator are the production placer's: awaitable tasks in the
+// "telephony" lane, timed out, failed and retried on virtual time by the fake API.
+TEST(DemoSim, CallsTimeOutFailRetryAndWaitInTheirLaneOnVirtualTime) {
+  crosstown_demo::demo_sim_parts parts = crosstown_demo::make_demo_sim({});
+  std::uint64_t ran = 0;
+  std::uint64_t timed_out = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t retries = 0;
+  std::uint64_t waited = 0;
+  std::uint64_t most_in_flight = 0;
+  const sim::app_check check = [&, own = parts.check](sim::app_env& env) {
+    own(env);
+    const crosstown::metrics_snapshot m = env.runtime().metrics();
+    ran += m.count(crosstown::task_state::ran);
+    timed_out += m.count(crosstown::task_state::timed_out);
+    failed += m.count(crosstown::task_state::failed);
+    retries += m.retries;
+    for (const crosstown::lane_snapshot& l : env.runtime().lane_metrics()) {
+      if (l.name != "telephony") continue;
+      waited += l.waited;
+      most_in_flight = std::max<std::uint64_t>(most_in_flight, l.options.max_in_flight);
+    }
+  };
+  const sim::app_seeds_result r = sim::run_app_test(crosstown_demo::demo_sim_config(), parts.server,
+                                                    parts.client, check, sim::app_seed_count(100));
+  EXPECT_TRUE(r.ok()) << (r.failure ? sim::describe(*r.failure) : "");
+  EXPECT_GT(ran, 0U);
+  EXPECT_GT(timed_out, 0U) << "slow calls time out";
+  EXPECT_GT(failed, 0U) << "calls the API failed three times";
+  EXPECT_GT(retries, timed_out + failed) << "failed attempts are retried";
+  EXPECT_GT(waited, 0U) << "calls wait in the telephony lane";
+  EXPECT_EQ(most_in_flight, 8U);
 }
 
 void expect_caught(const sim::app_seeds_result& r, const std::string& invariant) {

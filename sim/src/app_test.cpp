@@ -3,6 +3,8 @@
 
 #include "driver.hpp"
 
+#include <crosstown/awaitable_task.hpp>
+#include <crosstown/detail/task_plan.hpp>
 #include <crosstown/executor.hpp>
 #include <crosstown/job.hpp>
 
@@ -55,7 +57,11 @@ struct task_rec {
   std::uint32_t released = 0;
   std::uint32_t started = 0;
   std::optional<task_state> settled;
+  std::int64_t awaitable_started_ns = -1;  // handed to the tasks' io_context at; -1: not
 };
+
+// The track of awaitable tasks in traces (task_finished's value; workers are 0..n-1).
+constexpr std::int64_t awaitable_track = 1000;
 
 struct scope_rec {
   std::uint32_t conn = 0;  // 0: not created on a connection's I/O actor
@@ -79,8 +85,16 @@ class app_world final : public link_observer, public executor {
         listener_(sched_, 1U << 15U, "listener"),
         app_rng_(cfg.seed, 7, &log_),
         pool_rng_(cfg.seed, 2, &log_),
-        env_(*this) {
+        env_(*this),
+        task_clock_(time_),
+        tasks_io_(std::in_place, sched_, tasks_actor, "tasks io"),
+        tasks_ex_(tasks_io_->get_executor()) {
     rt_.redirect_all_to(*this);
+    // Awaitable tasks: coroutines on the simulated io_context, timers on virtual time. The
+    // runtime then never makes its own io_context, nor the thread that would run it.
+    redirect_awaitables(rt_, &tasks_ex_, &task_clock_);
+    tasks_io_->on_step = [this] { probe(0); };
+    tasks_io_->on_exception = [this](const std::string& what) { app_threw("tasks io", what); };
     listener_.on_step = [this] { probe(0); };
     listener_.on_exception = [this](const std::string& what) { app_threw("listener", what); };
     net_.on_new_actor = [this](io_actor& a) {
@@ -103,6 +117,13 @@ class app_world final : public link_observer, public executor {
     tearing_down_ = true;
     net_.shut_down();
     clients_.clear();
+    // The application's coroutines go before its server (their captures may refer to it). As
+    // testkit's awaitable_driver: a coroutine destroyed with the context may free a lane slot
+    // and start the next task - refused (counted), not started on a dying context.
+    refuse_awaitables(rt_, true);
+    tasks_io_.reset();
+    redirect_awaitables(rt_, nullptr, nullptr);
+    refuse_awaitables(rt_, false);
     server_.reset();
     queue_.clear();
     rt_.redirect_all_to({});
@@ -166,6 +187,7 @@ class app_world final : public link_observer, public executor {
   net::any_io_executor server_executor() noexcept { return listener_.get_executor(); }
   rng& draws() noexcept { return app_rng_; }
   std::int64_t now() const noexcept { return time_.now_ns(); }
+  crosstown::task_clock& task_clock() noexcept { return task_clock_; }
 
   void watch(const response_scope& scope) {
     for (pending_task& p : scope.pending_tasks()) {
@@ -187,11 +209,33 @@ class app_world final : public link_observer, public executor {
   // --- executor: every released task of the application comes here ---
   void execute(job_batch batch) override {
     std::unordered_map<std::uint64_t, std::int64_t> last_index;
+    bool spawned = false;
     for (job& j : batch) {
       const task_info info = j.info();
+      const crosstown::detail::task_plan* plan = j.work().plan();
+      if (plan != nullptr && plan->holds_slot) {
+        // A blocking task its lane admitted after a wait, handed back to its executor: it was
+        // judged when it was released.
+        queue_.push_back(std::move(j));
+        continue;
+      }
       judge_release(info, last_index);
       if (bare_ || tearing_down_) continue;  // dropped: deferred work does not run
       task_rec& t = tasks_[{info.request_id, info.index}];
+      if (plan != nullptr && plan->body) {
+        // As the runtime's own entry executor does: run the job at once - through its lane,
+        // then co_spawn onto the tasks' io_context. It counts as started here and finished
+        // when it settles (on_settled), on the tasks' track.
+        const scope_rec* s = find_scope(info.request_id);
+        record({now(), event_kind::task_started, s != nullptr ? s->conn : 0, info.request_id,
+                info.index, awaitable_track});
+        ++t.started;
+        ++started_;
+        t.awaitable_started_ns = now();
+        j.run();
+        spawned = true;
+        continue;
+      }
       if (t.spec && t.spec->same_thread && io_actor::running() != nullptr) {
         const scope_rec* s = find_scope(info.request_id);
         const std::uint32_t conn = s != nullptr ? s->conn : 0;
@@ -204,6 +248,7 @@ class app_world final : public link_observer, public executor {
       }
       queue_.push_back(std::move(j));
     }
+    if (spawned) tasks_io_->kick();
     dispatch();
   }
 
@@ -318,7 +363,14 @@ class app_world final : public link_observer, public executor {
       response_scope p(rt_);
       id = p.id();
     }
-    for (std::uint64_t s = last_probe_ + 1; s < id; ++s) {
+    register_scopes(conn, id);
+    last_probe_ = id;
+  }
+
+  // The scopes created since the last probe, up to `end` (excluded), were created on `conn`'s
+  // actor (0: not on a connection's), in this order.
+  void register_scopes(std::uint32_t conn, std::uint64_t end) {
+    for (std::uint64_t s = last_probe_ + 1; s < end; ++s) {
       scope_rec& r = scopes_[s];
       if (conn != 0) {
         conn_rec& c = conn_of(conn);
@@ -328,13 +380,25 @@ class app_world final : public link_observer, public executor {
       }
       record({now(), event_kind::request_started, r.conn, s, 0, r.seq});
     }
-    last_probe_ = id;
+    if (end > last_probe_ + 1) last_probe_ = end - 1;
+  }
+
+  // The connection whose io_actor runs the step now, or 0.
+  std::uint32_t running_conn() const noexcept {
+    const io_actor* a = io_actor::running();
+    if (a == nullptr) return 0;
+    const actor_id id = a->actor();
+    return id > (1U << 16U) && id < (1U << 18U) ? id - (1U << 16U) : 0;
   }
 
   std::string who(const task_info& info) const { return info.describe(); }
 
   void judge_release(const task_info& info,
                      std::unordered_map<std::uint64_t, std::int64_t>& last_index) {
+    // A scope created during the step running now is not known until the step's probe: the
+    // scopes created since the last probe are this step's, on this actor - resolve them now,
+    // or a release in the step that created its scope would go unjudged.
+    if (info.request_id > last_probe_) register_scopes(running_conn(), info.request_id + 1);
     const scope_rec* s = find_scope(info.request_id);
     const std::uint32_t conn = s != nullptr ? s->conn : 0;
     record({now(), event_kind::task_released, conn, info.request_id, info.index});
@@ -420,6 +484,12 @@ class app_world final : public link_observer, public executor {
     if (it == tasks_.end())
       it = tasks_.emplace(std::pair{info.request_id, info.index}, task_rec{}).first;
     it->second.settled = state;
+    task_rec& t = it->second;
+    if (t.awaitable_started_ns >= 0) {
+      const scope_rec* s = find_scope(info.request_id);
+      record({now(), event_kind::task_finished, s != nullptr ? s->conn : 0, info.request_id,
+              info.index, awaitable_track, now() - t.awaitable_started_ns});
+    }
   }
 
   void on_lost(const task_info& info, task_state state) {
@@ -442,6 +512,8 @@ class app_world final : public link_observer, public executor {
   }
 
   static actor_id worker_actor(std::uint32_t w) { return (1U << 20U) + w; }
+  // The io_actor of awaitable tasks: after the clients (1 << 18) + n, before the workers.
+  static constexpr actor_id tasks_actor = 1U << 19U;
 
   struct worker_ctx {
     app_world* world;
@@ -468,8 +540,12 @@ class app_world final : public link_observer, public executor {
     worker_ctx ctx{this};
     detail::set_worker_spend(
         [](void* self, duration d) { static_cast<worker_ctx*>(self)->spent += d; }, &ctx);
+    // A planned blocking task (lane, timeout) may co_spawn on the tasks' io_context: its
+    // overrun watch, or the awaitable task its lane admits when it ends.
+    const bool planned = j.work().plan() != nullptr;
     j.run();
     detail::set_worker_spend(nullptr, nullptr);
+    if (planned) tasks_io_->kick();
     probe(0);
     const duration cost =
         duration(pool_rng_.between(cfg_.min_cost.count(), cfg_.max_cost.count())) + ctx.spent;
@@ -525,6 +601,12 @@ class app_world final : public link_observer, public executor {
                task_info{key.first, key.second, {}}.describe() + " was released but never ran");
         break;
       }
+      // An awaitable task still suspended (or waiting in its lane) when the run settled.
+      if (t.started > 0 && !t.settled && !bare_) {
+        report("I3 once", task_info{key.first, key.second, {}}.describe() +
+                              " started but never finished within the liveness budget");
+        break;
+      }
     }
     const metrics_snapshot m = rt_.metrics();
     for (task_state s : terminal_states) {
@@ -535,11 +617,11 @@ class app_world final : public link_observer, public executor {
                                     std::to_string(seen));
       }
     }
-    if (!bare_ && m.count(task_state::ran) + m.count(task_state::failed) != started_) {
-      report("I6 accounting",
-             "metrics: ran + failed = " +
-                 std::to_string(m.count(task_state::ran) + m.count(task_state::failed)) +
-                 ", tasks started " + std::to_string(started_));
+    const std::uint64_t ended =
+        m.count(task_state::ran) + m.count(task_state::failed) + m.count(task_state::timed_out);
+    if (!bare_ && ended != started_) {
+      report("I6 accounting", "metrics: ran + failed + timed_out = " + std::to_string(ended) +
+                                  ", tasks started " + std::to_string(started_));
     }
     if (m.terminal() > m.registered)
       report("I6 accounting", "metrics: more terminal states than registered tasks");
@@ -595,6 +677,11 @@ class app_world final : public link_observer, public executor {
   app_env env_;
   std::vector<std::unique_ptr<client_side>> clients_;
   std::shared_ptr<void> server_;
+  // Awaitable tasks: the clock outlives the coroutines waiting on it; the context is
+  // destroyed first, in the destructor, while the runtime and the observations exist.
+  sim_task_clock task_clock_;
+  std::optional<io_actor> tasks_io_;
+  awaitable_executor tasks_ex_;
 };
 
 crosstown::runtime& app_env::runtime() noexcept { return world_.runtime(); }
@@ -602,6 +689,7 @@ sim_network& app_env::network() noexcept { return world_.network(); }
 net::any_io_executor app_env::server_executor() noexcept { return world_.server_executor(); }
 rng& app_env::draws() noexcept { return world_.draws(); }
 std::int64_t app_env::now_ns() const noexcept { return world_.now(); }
+crosstown::task_clock& app_env::task_clock() noexcept { return world_.task_clock(); }
 void app_env::watch(const response_scope& scope) { world_.watch(scope); }
 void app_env::fail(std::string invariant, std::string message) {
   world_.report(std::move(invariant), std::move(message));

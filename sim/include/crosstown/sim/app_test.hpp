@@ -17,6 +17,12 @@
 // Every task the application defers is routed (`runtime::redirect_all_to`) to simulated
 // workers - or, if `env.watch(scope)` showed it as `same_thread`, run at once on the I/O actor
 // that reported the phase - and its terminal state is observed (`runtime_options::on_settled`).
+// An awaitable task (a callable returning `boost::asio::awaitable<void>`) is handed over as in
+// production, at once, and starts as a coroutine on the run's "tasks io" io_actor
+// (`redirect_awaitables`), stepped by the seeded scheduler like the connections; its
+// timeouts, retry backoffs and lane waits are on the run's `sim_task_clock` (task_clock.hpp),
+// which `env.task_clock()` also gives the application for its own waits. Lanes limit in-flight
+// tasks as in production. The runtime starts no I/O thread.
 // Which request a task belongs to is known without help from the application: after every step
 // the world creates a probe scope, so the ids of the scopes created during a step - and so the
 // connection and the request order - are known. The wire shows the rest: the server end's
@@ -52,6 +58,7 @@
 #include <crosstown/sim/asio.hpp>
 #include <crosstown/sim/oracle.hpp>
 #include <crosstown/sim/scheduler.hpp>
+#include <crosstown/sim/task_clock.hpp>
 
 #include <crosstown/response_scope.hpp>
 #include <crosstown/runtime.hpp>
@@ -116,6 +123,8 @@ class app_env {
   /// A generator for the application's own seeded choices.
   rng& draws() noexcept;
   std::int64_t now_ns() const noexcept;
+  /// The run's task clock (virtual time): what awaitable tasks and the application wait on.
+  crosstown::task_clock& task_clock() noexcept;
   /// Shows the oracle the scope's pending tasks and their options (see the file comment).
   void watch(const response_scope& scope);
   /// Reports a violation of one of the application's own invariants.
