@@ -68,7 +68,7 @@ class app_world final : public link_observer, public executor {
   app_world(const app_config& cfg, bool bare)
       : cfg_(cfg),
         bare_(bare),
-        log_(false),
+        log_(cfg.keep_journal && !bare),
         rt_({.threads = 1,
              .on_error = [](const task_failure&) {},
              .on_lost = [this](const task_info& i, task_state s) { on_lost(i, s); },
@@ -145,6 +145,8 @@ class app_world final : public link_observer, public executor {
     out.digest = log_.digest();
     out.tasks_ran = started_;
     out.trace = std::move(trace_);
+    out.metrics = rt_.metrics();
+    out.schedule = sched_.decisions();
     for (const auto& [id, c] : conns_) {
       for (std::size_t k = 0; k < c.responses.size(); ++k) {
         const wire_response& r = c.responses[k];
@@ -156,6 +158,7 @@ class app_world final : public link_observer, public executor {
         }
       }
     }
+    out.log = std::move(log_);
     return out;
   }
 
@@ -454,6 +457,12 @@ class app_world final : public link_observer, public executor {
     }
     job j = std::move(queue_.front());
     queue_.pop_front();
+    if (cfg_.drop_every != 0 && ++taken_ % cfg_.drop_every == 0) {
+      j = job{};  // the planted bug: destroyed unrun (the core counts it dropped, reports it lost)
+      busy_[w] = false;
+      dispatch();
+      return;
+    }
     const task_info info = j.info();
     const std::uint64_t request = info.request_id;
     const std::uint32_t index = info.index;
@@ -582,6 +591,7 @@ class app_world final : public link_observer, public executor {
   std::unordered_map<std::pair<std::uint64_t, std::uint32_t>, task_rec, task_key_hash> tasks_;
   std::array<std::uint64_t, terminal_state_count> settled_{};
   std::uint64_t started_ = 0;
+  std::uint64_t taken_ = 0;  // jobs the workers took (for drop_every)
   std::uint64_t last_probe_ = 0;
   crosstown::runtime rt_;
   scheduler sched_;

@@ -3,6 +3,7 @@
 #include <crosstown/sim/sim_executor.hpp>
 
 #include "driver.hpp"
+#include "scenario_server.hpp"
 
 #include <crosstown/fault.hpp>
 #include <crosstown/response_scope.hpp>
@@ -484,11 +485,41 @@ run_result run_world(const run_config& config, bool journaled) {
   return out;
 }
 
+// The scenario on the real adapter: run_app runs the cross-run checks itself.
+run_result run_adapter(const run_config& config, bool no_drag, bool determinism) {
+  detail::scenario_app app = detail::make_scenario_app(config);
+  app.config.no_drag = no_drag && config.defer_tasks;
+  app.config.determinism = determinism;
+  app_result r = run_app(app.config, app.server, app.client);
+  run_result out;
+  out.seed = config.seed;
+  out.first = std::move(r.first);
+  out.story = std::move(r.story);
+  out.requests = app.counts->requests;
+  out.steps = r.steps;
+  out.end_ns = r.end_ns;
+  out.metrics = r.metrics;
+  out.digest = r.digest;
+  out.log = std::move(r.log);
+  out.schedule = std::move(r.schedule);
+  out.trace = std::move(r.trace);
+  out.completions = std::move(r.completions);
+  return out;
+}
+
 }  // namespace
 
-run_result run_once(const run_config& config) { return run_world(config, true); }
+run_result run_once(const run_config& config) {
+  if (config.server == server_kind::adapter) return run_adapter(config, false, false);
+  return run_world(config, true);
+}
 
 run_result run_checked(const run_config& config, check_options checks) {
+  if (config.server == server_kind::adapter) {
+    run_config first_cfg = config;
+    if (checks.determinism) first_cfg.keep_journal = true;
+    return run_adapter(first_cfg, checks.no_drag, checks.determinism);
+  }
   run_config first_cfg = config;
   if (checks.determinism) first_cfg.keep_journal = true;
   run_result out = run_once(first_cfg);

@@ -88,6 +88,11 @@ struct app_config {
   bool no_drag = true;       ///< I7: rerun with deferred work dropped
   bool determinism = false;  ///< I8: rerun identically, compare journals
   bool keep_trace = true;
+  /// Keep the journal's records in `app_result::log` (for naming a divergence).
+  bool keep_journal = false;
+  /// Test-only: the simulated workers drop every n-th job they are handed (0: none), a
+  /// planted executor bug the oracle must catch (I3).
+  std::uint32_t drop_every = 0;
   /// What `replay` starts with; the seed is appended.
   std::string replay_prefix = "CROSSTOWN_SIM_SEED=";
 };
@@ -146,6 +151,12 @@ struct app_result {
   /// and its tasks released, started and finished. For `chrome_trace_json` / `text_trace`
   /// (trace.hpp); empty for the I7 rerun.
   std::vector<event> trace;
+  /// The runtime's counters at the end of the run.
+  metrics_snapshot metrics{};
+  /// Every scheduling decision (for `strategy_kind::replay`).
+  std::vector<std::uint32_t> schedule;
+  /// The run's journal (its records only with `keep_journal`).
+  journal log{};
 
   bool ok() const noexcept { return !first.has_value(); }
 };
