@@ -78,6 +78,13 @@ class app_world final : public link_observer, public executor {
         listener_(sched_, 1U << 15U, "listener"),
         app_rng_(cfg.seed, 7, &log_),
         pool_rng_(cfg.seed, 2, &log_),
+        dice_(
+            cfg.seed, cfg.fault_run_rate, cfg.fault_hit_rate,
+            [this](std::string_view) {
+              fault_in_step_ = true;
+              record({now(), event_kind::fault_fired});
+            },
+            &log_),
         env_(*this) {
     rt_.redirect_all_to(*this);
     listener_.on_step = [this] { probe(0); };
@@ -110,6 +117,7 @@ class app_world final : public link_observer, public executor {
   app_result run(const server_factory& server, const client_script& client,
                  const app_check& check) {
     clock_binding clock(time_);
+    fault::scoped_injector faults(dice_);
     app_result out;
     out.seed = cfg_.seed;
     try {
@@ -126,6 +134,7 @@ class app_world final : public link_observer, public executor {
          .liveness_budget = cfg_.liveness_budget},
         [this] {
           net_.heal();
+          dice_.heal();
           record({now(), event_kind::healed});
         },
         [this](const run_outcome& o) {
@@ -147,6 +156,7 @@ class app_world final : public link_observer, public executor {
     out.trace = std::move(trace_);
     out.metrics = rt_.metrics();
     out.schedule = sched_.decisions();
+    out.faults = dice_.counts();
     for (const auto& [id, c] : conns_) {
       for (std::size_t k = 0; k < c.responses.size(); ++k) {
         const wire_response& r = c.responses[k];
@@ -312,6 +322,7 @@ class app_world final : public link_observer, public executor {
 
   // After every step: which scopes were created during it, and so on which connection.
   void probe(std::uint32_t conn) {
+    fault_in_step_ = false;  // a fault excuses the losses of the step it fired in only
     if (tearing_down_) return;
     // The completion being handled is over with the step.
     if (conn != 0) conn_of(conn).marker_write = false;
@@ -426,6 +437,8 @@ class app_world final : public link_observer, public executor {
 
   void on_lost(const task_info& info, task_state state) {
     if (bare_ || tearing_down_) return;
+    // An injected fault (the executor refused the batch) loses tasks by design.
+    if (fault_in_step_) return;
     report("I3 once", who(info) + " was allowed but lost: " + std::string(to_string(state)));
   }
 
@@ -451,6 +464,7 @@ class app_world final : public link_observer, public executor {
   };
 
   void take(std::uint32_t w) {
+    fault_in_step_ = false;
     if (queue_.empty()) {
       busy_[w] = false;
       return;
@@ -601,6 +615,8 @@ class app_world final : public link_observer, public executor {
   io_actor listener_;
   rng app_rng_;
   rng pool_rng_;
+  detail::fault_dice dice_;
+  bool fault_in_step_ = false;
   app_env env_;
   std::vector<std::unique_ptr<client_side>> clients_;
   std::shared_ptr<void> server_;

@@ -11,6 +11,7 @@
 // sizes, and think time (`spend` on the connection's I/O actor). The client sends the
 // connection's share of the scenario's requests with drawn gaps (all at once when pipelined),
 // reads whatever comes back, and half-closes after its last request when the draw says so.
+// The core's fault sites are armed as the scenario says (`fault_run_rate`, `fault_hit_rate`).
 //
 // The planted bugs (`mutation`) live in this server, as an application's bugs would:
 //   sent_at_headers  the session writes the header with the adapter, reports response_sent()

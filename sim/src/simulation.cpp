@@ -21,39 +21,6 @@ namespace crosstown::sim {
 
 namespace {
 
-// Two-level activation: a run arms the fault sites with `run_rate`; an armed site fires on
-// each hit with `hit_rate`. Healing (the liveness phase) disarms everything.
-class fault_dice final : public fault::injector {
- public:
-  fault_dice(std::uint64_t seed, double run_rate, double hit_rate, oracle& o, journal* log)
-      : rng_(seed, 3, log), oracle_(o), hit_rate_(hit_rate) {
-    armed_ = rng_.chance(run_rate);
-  }
-
-  bool should_fail(std::string_view site) noexcept override {
-    try {
-      fault_counts& c = counts_[std::string(site)];
-      ++c.hits;
-      if (!armed_ || healed_ || !rng_.chance(hit_rate_)) return false;
-      ++c.fired;
-    } catch (...) {
-      return false;
-    }
-    oracle_.fault_fired(site);
-    return true;
-  }
-  void heal() noexcept { healed_ = true; }
-  std::map<std::string, fault_counts> counts() const { return counts_; }
-
- private:
-  rng rng_;
-  oracle& oracle_;
-  double hit_rate_;
-  bool armed_ = false;
-  bool healed_ = false;
-  std::map<std::string, fault_counts> counts_;
-};
-
 struct conn_state {
   std::uint32_t id = 0;
   std::optional<rng> handler_rng;
@@ -118,7 +85,9 @@ class world final : public transport_observer {
              .on_lost = [this](const task_info& i, task_state st) { oracle_.task_lost(i, st); }}),
         sched_(time_, cfg.strategy, cfg.seed, jl_),
         pool_rng_(cfg.seed, 2, jl_),
-        dice_(cfg.seed, s_.fault_run_rate, s_.fault_hit_rate, oracle_, jl_),
+        dice_(
+            cfg.seed, s_.fault_run_rate, s_.fault_hit_rate,
+            [this](std::string_view site) { oracle_.fault_fired(site); }, jl_),
         pool_(sched_, pool_rng_,
               {.workers = s_.workers, .drop_every = cfg.planted == mutation::drop_job ? 13U : 0U},
               &oracle_) {
@@ -466,7 +435,7 @@ class world final : public transport_observer {
   runtime rt_;
   scheduler sched_;
   rng pool_rng_;
-  fault_dice dice_;
+  detail::fault_dice dice_;
   sim_executor pool_;
   std::vector<std::unique_ptr<conn_state>> conns_;
   std::unordered_map<std::uint64_t, std::unique_ptr<response_state>> responses_;
@@ -502,6 +471,7 @@ run_result run_adapter(const run_config& config, bool no_drag, bool determinism)
   out.digest = r.digest;
   out.log = std::move(r.log);
   out.schedule = std::move(r.schedule);
+  out.faults = std::move(r.faults);
   out.trace = std::move(r.trace);
   out.completions = std::move(r.completions);
   return out;

@@ -112,7 +112,7 @@ TEST(MutationOnAdapter, SimulatedWorkersThatDropAJobBreakI3) {
 
 TEST(MutationOnAdapter, TheUnmutatedScenarioServerPassesTheSameHunts) {
   for (auto kind : {strategy_kind::random, strategy_kind::fifo}) {
-    const caught c = hunt(mutation::none, "keep-alive", kind, 20, adapter);
+    const caught c = hunt(mutation::none, "keep-alive", kind, 10, adapter);
     EXPECT_FALSE(c.found.has_value()) << c.found->invariant << ": " << c.found->message;
   }
 }

@@ -213,7 +213,7 @@ TEST(SimAdapter, KeepAliveOnTheRealAdapterKeepEveryInvariant) {
 
 TEST(SimAdapter, TheHandlerDefersWhatTheScenarioDrawsAndTasksRun) {
   std::uint64_t ran = 0, skipped = 0, cancelled = 0, failed = 0;
-  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+  for (std::uint64_t seed = 1; seed <= 5; ++seed) {
     const run_result r = run_once(adapter_config("phone-calls", seed));
     ASSERT_TRUE(r.ok()) << replay_line("phone-calls", r);
     EXPECT_EQ(r.metrics.unfinished(), 0u);
@@ -226,6 +226,36 @@ TEST(SimAdapter, TheHandlerDefersWhatTheScenarioDrawsAndTasksRun) {
   EXPECT_GT(skipped, 0u);    // no-go statuses
   EXPECT_GT(cancelled, 0u);  // names that replace and cancel
   EXPECT_GT(failed, 0u);     // tasks that throw
+}
+
+TEST(SimAdapter, InjectedCoreFaultsFireOnTheAdapterAreCountedAndExcuseOnlyTheirLosses) {
+  std::uint64_t fired = 0, dropped = 0;
+  for (std::uint64_t seed = 1; seed <= 10; ++seed) {
+    run_config cfg = adapter_config("resets", seed);
+    cfg.world.fault_run_rate = 1.0;
+    cfg.world.fault_hit_rate = 0.3;
+    const run_result r = run_checked(cfg);
+    ASSERT_TRUE(r.ok()) << replay_line("resets", r) << " --server adapter";
+    fired += r.faults.count("hand_off.execute_throws")
+                 ? r.faults.at("hand_off.execute_throws").fired
+                 : 0;
+    dropped += r.metrics.count(crosstown::task_state::rejected_by_executor);
+    EXPECT_EQ(r.metrics.unfinished(), 0u);
+  }
+  EXPECT_GT(fired, 0u);
+  EXPECT_GT(dropped, 0u) << "a refused batch is counted rejected_by_executor, never lost silently";
+  // Faults excuse the tasks they lose, not a planted drop in the same runs.
+  run_config planted = adapter_config("resets", 1);
+  planted.world.fault_run_rate = 1.0;
+  planted.world.fault_hit_rate = 0.3;
+  planted.planted = mutation::drop_job;
+  bool caught = false;
+  for (std::uint64_t seed = 1; seed <= 20 && !caught; ++seed) {
+    planted.seed = seed;
+    const run_result r = run_once(planted);
+    caught = !r.ok() && r.first->invariant == "I3 once";
+  }
+  EXPECT_TRUE(caught) << "a dropped job hidden among injected faults";
 }
 
 TEST(SimAdapter, WithoutDeferredTasksTheAdapterRunCompletesAtTheSameTimes) {

@@ -118,12 +118,6 @@ struct run_config {
   bool keep_trace = true;
 };
 
-/// Counters of one fault site.
-struct fault_counts {
-  std::uint64_t hits = 0;
-  std::uint64_t fired = 0;
-};
-
 struct run_result {
   std::uint64_t seed = 0;
   std::optional<violation> first;  ///< the first invariant broken, if any
