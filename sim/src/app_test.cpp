@@ -75,7 +75,7 @@ class app_world final : public link_observer, public executor {
   app_world(const app_config& cfg, bool bare)
       : cfg_(cfg),
         bare_(bare),
-        log_(false),
+        log_(cfg.keep_journal && !bare),
         rt_({.threads = 1,
              .on_error = [](const task_failure&) {},
              .on_lost = [this](const task_info& i, task_state s) { on_lost(i, s); },
@@ -85,6 +85,13 @@ class app_world final : public link_observer, public executor {
         listener_(sched_, 1U << 15U, "listener"),
         app_rng_(cfg.seed, 7, &log_),
         pool_rng_(cfg.seed, 2, &log_),
+        dice_(
+            cfg.seed, cfg.fault_run_rate, cfg.fault_hit_rate,
+            [this](std::string_view) {
+              fault_in_step_ = true;
+              record({now(), event_kind::fault_fired});
+            },
+            &log_),
         env_(*this),
         task_clock_(time_),
         tasks_io_(std::in_place, sched_, tasks_actor, "tasks io"),
@@ -132,6 +139,7 @@ class app_world final : public link_observer, public executor {
   app_result run(const server_factory& server, const client_script& client,
                  const app_check& check) {
     clock_binding clock(time_);
+    fault::scoped_injector faults(dice_);
     app_result out;
     out.seed = cfg_.seed;
     try {
@@ -148,6 +156,7 @@ class app_world final : public link_observer, public executor {
          .liveness_budget = cfg_.liveness_budget},
         [this] {
           net_.heal();
+          dice_.heal();
           record({now(), event_kind::healed});
         },
         [this](const run_outcome& o) {
@@ -167,6 +176,9 @@ class app_world final : public link_observer, public executor {
     out.digest = log_.digest();
     out.tasks_ran = started_;
     out.trace = std::move(trace_);
+    out.metrics = rt_.metrics();
+    out.schedule = sched_.decisions();
+    out.faults = dice_.counts();
     for (const auto& [id, c] : conns_) {
       for (std::size_t k = 0; k < c.responses.size(); ++k) {
         const wire_response& r = c.responses[k];
@@ -178,6 +190,7 @@ class app_world final : public link_observer, public executor {
         }
       }
     }
+    out.log = std::move(log_);
     return out;
   }
 
@@ -355,6 +368,7 @@ class app_world final : public link_observer, public executor {
 
   // After every step: which scopes were created during it, and so on which connection.
   void probe(std::uint32_t conn) {
+    fault_in_step_ = false;  // a fault excuses the losses of the step it fired in only
     if (tearing_down_) return;
     // The completion being handled is over with the step.
     if (conn != 0) conn_of(conn).marker_write = false;
@@ -494,6 +508,8 @@ class app_world final : public link_observer, public executor {
 
   void on_lost(const task_info& info, task_state state) {
     if (bare_ || tearing_down_) return;
+    // An injected fault (the executor refused the batch) loses tasks by design.
+    if (fault_in_step_) return;
     report("I3 once", who(info) + " was allowed but lost: " + std::string(to_string(state)));
   }
 
@@ -521,12 +537,19 @@ class app_world final : public link_observer, public executor {
   };
 
   void take(std::uint32_t w) {
+    fault_in_step_ = false;
     if (queue_.empty()) {
       busy_[w] = false;
       return;
     }
     job j = std::move(queue_.front());
     queue_.pop_front();
+    if (cfg_.drop_every != 0 && ++taken_ % cfg_.drop_every == 0) {
+      j = job{};  // the planted bug: destroyed unrun (the core counts it dropped, reports it lost)
+      busy_[w] = false;
+      dispatch();
+      return;
+    }
     const task_info info = j.info();
     const std::uint64_t request = info.request_id;
     const std::uint32_t index = info.index;
@@ -665,6 +688,7 @@ class app_world final : public link_observer, public executor {
   std::unordered_map<std::pair<std::uint64_t, std::uint32_t>, task_rec, task_key_hash> tasks_;
   std::array<std::uint64_t, terminal_state_count> settled_{};
   std::uint64_t started_ = 0;
+  std::uint64_t taken_ = 0;  // jobs the workers took (for drop_every)
   std::uint64_t last_probe_ = 0;
   crosstown::runtime rt_;
   scheduler sched_;
@@ -674,6 +698,8 @@ class app_world final : public link_observer, public executor {
   io_actor listener_;
   rng app_rng_;
   rng pool_rng_;
+  detail::fault_dice dice_;
+  bool fault_in_step_ = false;
   app_env env_;
   std::vector<std::unique_ptr<client_side>> clients_;
   std::shared_ptr<void> server_;

@@ -1,8 +1,28 @@
 #include "driver.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace crosstown::sim::detail {
+
+fault_dice::fault_dice(std::uint64_t seed, double run_rate, double hit_rate,
+                       std::function<void(std::string_view)> on_fire, journal* log)
+    : rng_(seed, 3, log), on_fire_(std::move(on_fire)), hit_rate_(hit_rate) {
+  armed_ = rng_.chance(run_rate);
+}
+
+bool fault_dice::should_fail(std::string_view site) noexcept {
+  try {
+    fault_counts& c = counts_[std::string(site)];
+    ++c.hits;
+    if (!armed_ || healed_ || !rng_.chance(hit_rate_)) return false;
+    ++c.fired;
+    if (on_fire_) on_fire_(site);
+  } catch (...) {
+    return false;
+  }
+  return true;
+}
 
 std::uint64_t run_phases(scheduler& sched, virtual_time& time, const phase_limits& limits,
                          const std::function<void()>& heal,

@@ -5,12 +5,15 @@
 //     everything must settle within the liveness budget, each phase bounded by the step cap;
 //   - the I7 comparison of a run's completion times with those of the same seed run without
 //     deferred work;
-//   - the story of a violation: the trace events leading to it.
+//   - the story of a violation: the trace events leading to it;
+//   - the injection of the core's faults (`fault_dice`).
 #pragma once
 
 #include <crosstown/sim/oracle.hpp>
 #include <crosstown/sim/scheduler.hpp>
 #include <crosstown/sim/virtual_clock.hpp>
+
+#include <crosstown/fault.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -22,6 +25,27 @@
 #include <vector>
 
 namespace crosstown::sim::detail {
+
+/// Injects the core's faults, two-level: a run arms the fault sites with `run_rate`; an armed
+/// site fires on each hit with `hit_rate`. `heal()` (the liveness phase) disarms everything.
+/// `on_fire(site)` hears of every fault fired, before the core acts on it.
+class fault_dice final : public fault::injector {
+ public:
+  fault_dice(std::uint64_t seed, double run_rate, double hit_rate,
+             std::function<void(std::string_view)> on_fire, journal* log);
+
+  bool should_fail(std::string_view site) noexcept override;
+  void heal() noexcept { healed_ = true; }
+  const std::map<std::string, fault_counts>& counts() const noexcept { return counts_; }
+
+ private:
+  rng rng_;
+  std::function<void(std::string_view)> on_fire_;
+  double hit_rate_;
+  bool armed_ = false;
+  bool healed_ = false;
+  std::map<std::string, fault_counts> counts_;
+};
 
 struct phase_limits {
   std::uint64_t step_cap = 0;

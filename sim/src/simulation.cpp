@@ -3,6 +3,7 @@
 #include <crosstown/sim/sim_executor.hpp>
 
 #include "driver.hpp"
+#include "scenario_server.hpp"
 
 #include <crosstown/fault.hpp>
 #include <crosstown/response_scope.hpp>
@@ -19,39 +20,6 @@
 namespace crosstown::sim {
 
 namespace {
-
-// Two-level activation: a run arms the fault sites with `run_rate`; an armed site fires on
-// each hit with `hit_rate`. Healing (the liveness phase) disarms everything.
-class fault_dice final : public fault::injector {
- public:
-  fault_dice(std::uint64_t seed, double run_rate, double hit_rate, oracle& o, journal* log)
-      : rng_(seed, 3, log), oracle_(o), hit_rate_(hit_rate) {
-    armed_ = rng_.chance(run_rate);
-  }
-
-  bool should_fail(std::string_view site) noexcept override {
-    try {
-      fault_counts& c = counts_[std::string(site)];
-      ++c.hits;
-      if (!armed_ || healed_ || !rng_.chance(hit_rate_)) return false;
-      ++c.fired;
-    } catch (...) {
-      return false;
-    }
-    oracle_.fault_fired(site);
-    return true;
-  }
-  void heal() noexcept { healed_ = true; }
-  std::map<std::string, fault_counts> counts() const { return counts_; }
-
- private:
-  rng rng_;
-  oracle& oracle_;
-  double hit_rate_;
-  bool armed_ = false;
-  bool healed_ = false;
-  std::map<std::string, fault_counts> counts_;
-};
 
 struct conn_state {
   std::uint32_t id = 0;
@@ -117,7 +85,9 @@ class world final : public transport_observer {
              .on_lost = [this](const task_info& i, task_state st) { oracle_.task_lost(i, st); }}),
         sched_(time_, cfg.strategy, cfg.seed, jl_),
         pool_rng_(cfg.seed, 2, jl_),
-        dice_(cfg.seed, s_.fault_run_rate, s_.fault_hit_rate, oracle_, jl_),
+        dice_(
+            cfg.seed, s_.fault_run_rate, s_.fault_hit_rate,
+            [this](std::string_view site) { oracle_.fault_fired(site); }, jl_),
         pool_(sched_, pool_rng_,
               {.workers = s_.workers, .drop_every = cfg.planted == mutation::drop_job ? 13U : 0U},
               &oracle_) {
@@ -465,7 +435,7 @@ class world final : public transport_observer {
   runtime rt_;
   scheduler sched_;
   rng pool_rng_;
-  fault_dice dice_;
+  detail::fault_dice dice_;
   sim_executor pool_;
   std::vector<std::unique_ptr<conn_state>> conns_;
   std::unordered_map<std::uint64_t, std::unique_ptr<response_state>> responses_;
@@ -484,11 +454,42 @@ run_result run_world(const run_config& config, bool journaled) {
   return out;
 }
 
+// The scenario on the real adapter: run_app runs the cross-run checks itself.
+run_result run_adapter(const run_config& config, bool no_drag, bool determinism) {
+  detail::scenario_app app = detail::make_scenario_app(config);
+  app.config.no_drag = no_drag && config.defer_tasks;
+  app.config.determinism = determinism;
+  app_result r = run_app(app.config, app.server, app.client);
+  run_result out;
+  out.seed = config.seed;
+  out.first = std::move(r.first);
+  out.story = std::move(r.story);
+  out.requests = app.counts->requests;
+  out.steps = r.steps;
+  out.end_ns = r.end_ns;
+  out.metrics = r.metrics;
+  out.digest = r.digest;
+  out.log = std::move(r.log);
+  out.schedule = std::move(r.schedule);
+  out.faults = std::move(r.faults);
+  out.trace = std::move(r.trace);
+  out.completions = std::move(r.completions);
+  return out;
+}
+
 }  // namespace
 
-run_result run_once(const run_config& config) { return run_world(config, true); }
+run_result run_once(const run_config& config) {
+  if (config.server == server_kind::adapter) return run_adapter(config, false, false);
+  return run_world(config, true);
+}
 
 run_result run_checked(const run_config& config, check_options checks) {
+  if (config.server == server_kind::adapter) {
+    run_config first_cfg = config;
+    if (checks.determinism) first_cfg.keep_journal = true;
+    return run_adapter(first_cfg, checks.no_drag, checks.determinism);
+  }
   run_config first_cfg = config;
   if (checks.determinism) first_cfg.keep_journal = true;
   run_result out = run_once(first_cfg);

@@ -95,6 +95,16 @@ struct app_config {
   bool no_drag = true;       ///< I7: rerun with deferred work dropped
   bool determinism = false;  ///< I8: rerun identically, compare journals
   bool keep_trace = true;
+  /// Keep the journal's records in `app_result::log` (for naming a divergence).
+  bool keep_journal = false;
+  /// Test-only: the simulated workers drop every n-th job they are handed (0: none), a
+  /// planted executor bug the oracle must catch (I3).
+  std::uint32_t drop_every = 0;
+  /// The core's fault sites (`crosstown::fault::hit`): a run arms them with `fault_run_rate`;
+  /// an armed site fires on a hit with `fault_hit_rate`, until the network heals. Tasks an
+  /// injected fault loses (the executor refused their batch) are not violations.
+  double fault_run_rate = 0.0;
+  double fault_hit_rate = 0.0;
   /// What `replay` starts with; the seed is appended.
   std::string replay_prefix = "CROSSTOWN_SIM_SEED=";
 };
@@ -155,6 +165,14 @@ struct app_result {
   /// and its tasks released, started and finished. For `chrome_trace_json` / `text_trace`
   /// (trace.hpp); empty for the I7 rerun.
   std::vector<event> trace;
+  /// The runtime's counters at the end of the run.
+  metrics_snapshot metrics{};
+  /// Every scheduling decision (for `strategy_kind::replay`).
+  std::vector<std::uint32_t> schedule;
+  /// The run's journal (its records only with `keep_journal`).
+  journal log{};
+  /// The core's fault sites hit in the run, by name.
+  std::map<std::string, fault_counts> faults;
 
   bool ok() const noexcept { return !first.has_value(); }
 };

@@ -86,6 +86,12 @@ struct violation {
   std::size_t event_index = 0;  ///< index into the trace where it was found
 };
 
+/// Counters of one fault site of the core (`crosstown::fault::hit`) in a run.
+struct fault_counts {
+  std::uint64_t hits = 0;
+  std::uint64_t fired = 0;
+};
+
 /// Which lifecycle call (or connection close) is being reported to the core right now.
 struct core_context {
   enum class kind : std::uint8_t { none, response, connection } what = kind::none;

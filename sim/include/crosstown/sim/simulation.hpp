@@ -90,8 +90,21 @@ struct scenario {
 std::optional<scenario> scenario_by_name(std::string_view name);
 std::vector<std::string> scenario_names();
 
+/// Which server plays the scenario.
+enum class server_kind : std::uint8_t {
+  /// The built-in imitation of an adapter over the byte-count transport (transport.hpp).
+  imitation,
+  /// A Beast server over `sim_stream` (asio.hpp) writing with the real `crosstown::beast`
+  /// adapter, run by `run_app` (app_test.hpp) and judged from the wire.
+  adapter,
+};
+
+std::string_view to_string(server_kind k) noexcept;
+std::optional<server_kind> parse_server_kind(std::string_view text) noexcept;
+
 struct run_config {
   std::uint64_t seed = 1;
+  server_kind server = server_kind::imitation;
   scenario world{};
   strategy_options strategy{};
   mutation planted = mutation::none;
@@ -103,12 +116,6 @@ struct run_config {
   bool defer_tasks = true;    ///< false: the handler draws the same choices but defers nothing
   bool keep_journal = false;  ///< keep journal records (for naming a divergence)
   bool keep_trace = true;
-};
-
-/// Counters of one fault site.
-struct fault_counts {
-  std::uint64_t hits = 0;
-  std::uint64_t fired = 0;
 };
 
 struct run_result {
