@@ -372,13 +372,9 @@ class app_world final : public link_observer, public executor {
     if (tearing_down_) return;
     // The completion being handled is over with the step.
     if (conn != 0) conn_of(conn).marker_write = false;
-    std::uint64_t id = 0;
-    {
-      response_scope p(rt_);
-      id = p.id();
-    }
+    // Reading the runtime's counter: a probe scope per step cost 4% of a demo run.
+    const std::uint64_t id = rt_.last_request_id() + 1;
     register_scopes(conn, id);
-    last_probe_ = id;
   }
 
   // The scopes created since the last probe, up to `end` (excluded), were created on `conn`'s

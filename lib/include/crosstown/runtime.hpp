@@ -146,6 +146,13 @@ class runtime {
 
   /// Internal: the accounting shared with jobs (callable by crosstown's scopes only).
   detail::ledger& ledger(detail::core_key) noexcept { return *ledger_; }
+  /// The id of the last response scope created on this runtime (0: none yet). Ids are 1, 2,
+  /// ... in creation order, as `response_scope::id()` shows, so a tool that reads this before
+  /// and after some code ran knows which scopes that code created (the simulator does so after
+  /// every step). Lock-free.
+  std::uint64_t last_request_id() const noexcept {
+    return next_request_id_.load(std::memory_order_relaxed) - 1;
+  }
   /// Internal: next request id (callable by crosstown's scopes only).
   std::uint64_t next_request_id(detail::core_key) noexcept {
     return next_request_id_.fetch_add(1, std::memory_order_relaxed);

@@ -24,11 +24,11 @@
 // which `env.task_clock()` also gives the application for its own waits. Lanes limit in-flight
 // tasks as in production. The runtime starts no I/O thread.
 // Which request a task belongs to is known without help from the application: after every step
-// the world creates a probe scope, so the ids of the scopes created during a step - and so the
-// connection and the request order - are known. The wire shows the rest: the server end's
-// accepted bytes are parsed as HTTP responses (status, header accepted, last byte accepted) and
-// resets, closes and write errors mark responses as failed. The oracle checks, for the
-// application's tasks:
+// the world reads the runtime's last scope id (`runtime::last_request_id`), so the ids of the
+// scopes created during a step - and so the connection and the request order - are known. The wire
+// shows the rest: the server end's accepted bytes are parsed as HTTP responses (status, header
+// accepted, last byte accepted) and resets, closes and write errors mark responses as failed. The
+// oracle checks, for the application's tasks:
 //
 //   I1 after     a task is released only after its response's header went out (its phase, if
 //                watched: header / last byte accepted / connection closed), or the delivery
