@@ -1,5 +1,7 @@
 #include "scenario_server.hpp"
 
+#include "scenario_draws.hpp"
+
 #include <crosstown/beast/write.hpp>
 #include <crosstown/response_scope.hpp>
 #include <crosstown/status_set.hpp>
@@ -24,25 +26,6 @@ namespace crosstown::sim::detail {
 namespace {
 
 namespace http = boost::beast::http;
-
-// The no-go sets handlers pick from (the first is the default).
-const std::array<status_set, 5>& no_go_choices() {
-  static const std::array<status_set, 5> sets{status_set("4xx,5xx"), status_set("5xx"),
-                                              status_set("4xx"), status_set("404,500-503"),
-                                              status_set("3xx,5xx")};
-  return sets;
-}
-
-// A task the handler will defer, as drawn.
-struct planned_task {
-  std::int32_t no_go = 0;  // index into no_go_choices(), or -1 for status_set::none()
-  std::int64_t name = -1;  // "call-<name>", or -1: unnamed
-  task_phase phase = task_phase::response_sent;
-  bool same_thread = false;
-  bool always = false;
-  bool require_delivery = false;
-  bool throws = false;
-};
 
 struct server_state;
 
@@ -131,32 +114,11 @@ class session final : public std::enable_shared_from_this<session> {
   }
 
   void plan(exchange& x) {
-    rng& h = draws_;
-    const auto n = static_cast<std::uint32_t>(h.between(s_.min_tasks, s_.max_tasks));
-    x.planned.reserve(n);
-    for (std::uint32_t i = 0; i < n; ++i) {
-      planned_task t;
-      t.same_thread = h.chance(s_.same_thread_rate);
-      t.no_go = static_cast<std::int32_t>(h.below(no_go_choices().size()));
-      if (h.chance(0.05)) t.no_go = -1;
-      t.always = h.chance(s_.always_rate);
-      t.require_delivery = h.chance(s_.require_delivery_rate);
-      if (h.chance(s_.named_rate)) t.name = static_cast<std::int64_t>(h.below(s_.distinct_names));
-      if (h.chance(s_.headers_phase_rate)) {
-        t.phase = task_phase::headers_sent;
-      } else if (h.chance(s_.connection_phase_rate)) {
-        t.phase = task_phase::connection_closed;
-      }
-      t.throws = h.chance(s_.throw_rate);
-      x.planned.push_back(t);
-    }
-    x.status = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
-    x.header_bytes =
-        static_cast<std::uint64_t>(h.between(static_cast<std::int64_t>(s_.min_header_bytes),
-                                             static_cast<std::int64_t>(s_.max_header_bytes)));
-    x.body_bytes =
-        static_cast<std::uint64_t>(h.between(static_cast<std::int64_t>(s_.min_body_bytes),
-                                             static_cast<std::int64_t>(s_.max_body_bytes)));
+    planned_response p = draw_response(draws_, s_);
+    x.planned = std::move(p.tasks);
+    x.status = p.status;
+    x.header_bytes = p.header_bytes;
+    x.body_bytes = p.body_bytes;
   }
 
   void defer_planned(exchange& x, std::uint32_t upto) {
@@ -165,8 +127,7 @@ class session final : public std::enable_shared_from_this<session> {
       const planned_task& p = x.planned[x.next_index];
       defer_options o;
       o.same_thread = p.same_thread;  // otherwise the runtime's pool: the simulated workers
-      o.no_go =
-          p.no_go < 0 ? status_set::none() : no_go_choices()[static_cast<std::size_t>(p.no_go)];
+      o.no_go = p.no_go_set();
       o.always = p.always;
       o.require_delivery = p.require_delivery;
       if (p.name >= 0) o.name = "call-" + std::to_string(p.name);

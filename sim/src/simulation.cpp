@@ -3,6 +3,7 @@
 #include <crosstown/sim/sim_executor.hpp>
 
 #include "driver.hpp"
+#include "scenario_draws.hpp"
 #include "scenario_server.hpp"
 
 #include <crosstown/fault.hpp>
@@ -21,6 +22,9 @@ namespace crosstown::sim {
 
 namespace {
 
+using detail::planned_response;
+using detail::planned_task;
+
 struct conn_state {
   std::uint32_t id = 0;
   std::optional<rng> handler_rng;
@@ -37,18 +41,6 @@ struct conn_state {
   bool dead = false;
 };
 
-// A task the handler will defer, as drawn (compact: the no-go set and the name are only
-// materialized when the task is actually deferred, which a run without deferred work skips).
-struct planned_task {
-  std::int32_t no_go = 0;  // index into no_go_choices(), or -1 for status_set::none()
-  std::int64_t name = -1;  // "call-<name>", or -1: unnamed
-  task_phase phase = task_phase::response_sent;
-  bool same_thread = false;
-  bool always = false;
-  bool require_delivery = false;
-  bool throws = false;
-};
-
 struct response_state {
   std::uint64_t id = 0;
   conn_state* conn = nullptr;
@@ -61,14 +53,6 @@ struct response_state {
   std::uint32_t next_index = 0;
   std::vector<planned_task> planned;
 };
-
-// The no-go sets handlers pick from (the first is the default).
-const std::array<status_set, 5>& no_go_choices() {
-  static const std::array<status_set, 5> sets{status_set("4xx,5xx"), status_set("5xx"),
-                                              status_set("4xx"), status_set("404,500-503"),
-                                              status_set("3xx,5xx")};
-  return sets;
-}
 
 class world final : public transport_observer {
  public:
@@ -247,35 +231,13 @@ class world final : public transport_observer {
                 [this, raw] { handler_step1(*raw); });
   }
 
-  // The handler's choices, all drawn now from the connection's handler stream, so a run
-  // without deferred work draws exactly the same numbers (I7).
+  // The handler's choices, all drawn now (scenario_draws.hpp).
   void plan(response_state& r) {
-    rng& h = *r.conn->handler_rng;
-    const auto n = static_cast<std::uint32_t>(h.between(s_.min_tasks, s_.max_tasks));
-    r.planned.reserve(n);
-    for (std::uint32_t i = 0; i < n; ++i) {
-      planned_task t;
-      t.same_thread = h.chance(s_.same_thread_rate);
-      t.no_go = static_cast<std::int32_t>(h.below(no_go_choices().size()));
-      if (h.chance(0.05)) t.no_go = -1;
-      t.always = h.chance(s_.always_rate);
-      t.require_delivery = h.chance(s_.require_delivery_rate);
-      if (h.chance(s_.named_rate)) t.name = static_cast<std::int64_t>(h.below(s_.distinct_names));
-      if (h.chance(s_.headers_phase_rate)) {
-        t.phase = task_phase::headers_sent;
-      } else if (h.chance(s_.connection_phase_rate)) {
-        t.phase = task_phase::connection_closed;
-      }
-      t.throws = h.chance(s_.throw_rate);
-      r.planned.push_back(t);
-    }
-    r.status = s_.statuses.empty() ? 200 : s_.statuses[h.below(s_.statuses.size())];
-    r.header_bytes =
-        static_cast<std::uint64_t>(h.between(static_cast<std::int64_t>(s_.min_header_bytes),
-                                             static_cast<std::int64_t>(s_.max_header_bytes)));
-    r.body_bytes =
-        static_cast<std::uint64_t>(h.between(static_cast<std::int64_t>(s_.min_body_bytes),
-                                             static_cast<std::int64_t>(s_.max_body_bytes)));
+    planned_response p = detail::draw_response(*r.conn->handler_rng, s_);
+    r.planned = std::move(p.tasks);
+    r.status = p.status;
+    r.header_bytes = p.header_bytes;
+    r.body_bytes = p.body_bytes;
   }
 
   void defer_planned(response_state& r, std::uint32_t upto) {
@@ -284,8 +246,7 @@ class world final : public transport_observer {
       const planned_task& p = r.planned[r.next_index];
       task_spec t;
       t.same_thread = p.same_thread;
-      t.no_go =
-          p.no_go < 0 ? status_set::none() : no_go_choices()[static_cast<std::size_t>(p.no_go)];
+      t.no_go = p.no_go_set();
       t.always = p.always;
       t.require_delivery = p.require_delivery;
       if (p.name >= 0) t.name = "call-" + std::to_string(p.name);
