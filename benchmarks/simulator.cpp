@@ -20,10 +20,10 @@
 //                - the handler draws the same choices but defers nothing; the oracle still
 //                watches the transport and the lifecycle. The ratio run_once / no_defer is the
 //                price of 10 deferred tasks per request and their checks.
-//   adapter/*    the same three on the real adapter (run_config::server = adapter): the
-//                scenario's Beast server over sim_stream, reading with http::async_read and
-//                writing with crosstown::beast::async_write_response, run by run_app and
-//                judged from the wire. The built-in imitation of an adapter is the baseline.
+//
+// Every run is played by the one simulated server: the scenario's Beast server over
+// sim_stream, reading with http::async_read and writing with
+// crosstown::beast::async_write_response, run by run_app and judged from the wire.
 //
 // What is timed: everything `run_checked` / `run_once` does - building the world (runtime,
 // scheduler, connections, oracle), the simulation, the final checks, and returning the
@@ -62,10 +62,8 @@ constexpr std::uint64_t determinism_every = 100;  // crosstown-sim's default
 
 enum class variant { checked, run_once, no_defer };
 
-template <server_kind Server = server_kind::imitation>
 run_config phone_calls() {
   run_config cfg;
-  cfg.server = Server;
   cfg.world = *scenario_by_name("phone-calls");
   cfg.world.min_tasks = cfg.world.max_tasks = tasks_per_request;
   // As crosstown-sim sets it (used by the pct strategy only).
@@ -73,9 +71,9 @@ run_config phone_calls() {
   return cfg;
 }
 
-template <variant V, server_kind Server = server_kind::imitation>
+template <variant V>
 void simulate(benchmark::State& state) {
-  run_config cfg = phone_calls<Server>();
+  run_config cfg = phone_calls();
   if constexpr (V == variant::no_defer) cfg.defer_tasks = false;
   std::uint64_t seed = 1;
   std::uint64_t requests = 0, tasks = 0, steps = 0;
@@ -120,19 +118,6 @@ BENCHMARK(simulate<variant::no_defer>)
     ->Name("sim/phone_calls/tasks:10/no_defer")
     ->Unit(benchmark::kMicrosecond);
 
-// The same worlds played by the scenario's Beast server on the real adapter
-// (run_config::server = adapter): real HTTP parsing and serialization through sim_stream.
-constexpr server_kind adapter = server_kind::adapter;
-BENCHMARK(simulate<variant::checked, adapter>)
-    ->Name("sim/phone_calls/tasks:10/adapter/checked")
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(simulate<variant::run_once, adapter>)
-    ->Name("sim/phone_calls/tasks:10/adapter/run_once")
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(simulate<variant::no_defer, adapter>)
-    ->Name("sim/phone_calls/tasks:10/adapter/no_defer")
-    ->Unit(benchmark::kMicrosecond);
-
 int main(int argc, char** argv) {
   using crosstown_bench::comparison;
   const std::string base = "sim/phone_calls/tasks:10/";
@@ -167,26 +152,6 @@ int main(int argc, char** argv) {
        .baseline = base + "run_once",
        .metric = "requests_per_second",
        .note = "the cost of the cross-run checks (I7 rerun every seed, I8 every 100th)"},
-      {.label = "on the real adapter: simulated requests/s, I7+I8 (--server adapter)",
-       .subject = base + "adapter/checked",
-       .baseline = "",
-       .metric = "requests_per_second",
-       .op = ">=",
-       .bound = 100000,
-       .note = "the same target, the scenario's Beast server writing with crosstown::beast"},
-      {.label = "on the real adapter: run_once",
-       .subject = base + "adapter/run_once",
-       .baseline = "",
-       .metric = "requests_per_second"},
-      {.label = "on the real adapter: no_defer",
-       .subject = base + "adapter/no_defer",
-       .baseline = "",
-       .metric = "requests_per_second"},
-      {.label = "adapter / imitation rate (checked)",
-       .subject = base + "adapter/checked",
-       .baseline = base + "checked",
-       .metric = "requests_per_second",
-       .note = "the price of the real HTTP parser, serializer and adapter on the simulated stream"},
   };
   return crosstown_bench::run_suite(argc, argv, "simulator", comparisons);
 }

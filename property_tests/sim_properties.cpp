@@ -1,7 +1,7 @@
 // Properties over the simulator (crosstown::sim): for random seeds, scenarios, scheduling
-// strategies, fault rates and servers (the built-in imitation of an adapter, or the scenario's
-// Beast server on the real adapter), the oracle finds no violation of I1-I8, and a run is a pure
-// function of its seed and configuration.
+// strategies and fault rates, played by the scenario's Beast server on the real adapter, the
+// oracle finds no violation of I1-I8, and a run is a pure function of its seed and
+// configuration.
 //
 // Every world is kept small (few connections, requests and tasks) so that one property stays
 // within a few seconds under TSan at CI's budget. A failure prints the drawn configuration
@@ -27,19 +27,18 @@ namespace sim = crosstown::sim;
 
 std::string describe(const sim::run_config& c) {
   std::ostringstream out;
-  out << "scenario " << c.world.name << " on the " << sim::to_string(c.server) << ", seed "
-      << c.seed << ", strategy " << sim::to_string(c.strategy.kind) << " (pct depth "
-      << c.strategy.pct_depth << ")"
+  out << "scenario " << c.world.name << ", seed " << c.seed << ", strategy "
+      << sim::to_string(c.strategy.kind) << " (pct depth " << c.strategy.pct_depth << ")"
       << ", connections " << c.world.connections << ", requests " << c.world.requests << ", tasks "
       << c.world.min_tasks << "-" << c.world.max_tasks << ", reset rate " << c.world.reset_rate
       << ", stall rate " << c.world.stall_rate << ", fault run rate " << c.world.fault_run_rate
       << ", fault hit rate " << c.world.fault_hit_rate << "\n  near: crosstown-sim --scenario "
-      << c.world.name << " --server " << sim::to_string(c.server) << " --seed " << c.seed
-      << " --runs 1 --strategy " << sim::to_string(c.strategy.kind) << " --pct-depth "
-      << c.strategy.pct_depth << " --connections " << c.world.connections << " --requests "
-      << c.world.requests << " --tasks " << c.world.max_tasks << " --reset-rate "
-      << c.world.reset_rate << " --stall-rate " << c.world.stall_rate << " --fault-rate "
-      << c.world.fault_run_rate << " --fault-hit-rate " << c.world.fault_hit_rate;
+      << c.world.name << " --seed " << c.seed << " --runs 1 --strategy "
+      << sim::to_string(c.strategy.kind) << " --pct-depth " << c.strategy.pct_depth
+      << " --connections " << c.world.connections << " --requests " << c.world.requests
+      << " --tasks " << c.world.max_tasks << " --reset-rate " << c.world.reset_rate
+      << " --stall-rate " << c.world.stall_rate << " --fault-rate " << c.world.fault_run_rate
+      << " --fault-hit-rate " << c.world.fault_hit_rate;
   return out.str();
 }
 
@@ -70,7 +69,6 @@ rc::Gen<sim::run_config> small_run() {
         c.world.stall_rate = percent(*rc::gen::element(0, 5, 30, 70, 100));
         c.world.fault_run_rate = percent(*rc::gen::element(0, 20, 50, 100));
         c.world.fault_hit_rate = percent(*rc::gen::element(0, 5, 30, 100));
-        c.server = *rc::gen::element(sim::server_kind::imitation, sim::server_kind::adapter);
         c.keep_trace = true;
         return c;
       }));
@@ -86,7 +84,7 @@ std::string failure(const sim::run_config& c, const sim::run_result& r) {
 // completes every response at the same virtual time).
 RC_GTEST_PROP(SimProp, OracleFindsNoViolationInSmallRandomWorlds, ()) {
   const sim::run_config c = *small_run();
-  RC_TAG(c.world.name, sim::to_string(c.server));
+  RC_TAG(c.world.name);
   const sim::run_result r = sim::run_checked(c, {.no_drag = true, .determinism = false});
   if (!r.ok()) RC_FAIL(failure(c, r));
   RC_ASSERT(r.metrics.unfinished() == 0u);
@@ -134,30 +132,26 @@ RC_GTEST_PROP(SimProp, ReplayingTheRecordedScheduleGivesTheSameTrace, ()) {
 }
 
 // The worlds above are small; they must still be large enough for the oracle to catch the
-// simulator's planted bugs (else the properties would pass vacuously), on either server.
+// simulator's planted bugs (else the properties would pass vacuously).
 TEST(SimProp, SmallWorldsStillCatchEveryPlantedBug) {
-  for (const auto server : {sim::server_kind::imitation, sim::server_kind::adapter}) {
-    for (const auto planted : {sim::mutation::sent_at_headers, sim::mutation::status_200,
-                               sim::mutation::cross_release, sim::mutation::drop_job}) {
-      bool caught = false;
-      for (std::uint64_t seed = 1; seed <= 200 && !caught; ++seed) {
-        for (const std::string& name : sim::scenario_names()) {
-          sim::run_config c;
-          c.seed = seed;
-          c.world = *sim::scenario_by_name(name);
-          c.world.connections = std::min(c.world.connections, 4u);
-          c.world.requests = std::min(c.world.requests, 8u);
-          c.world.max_tasks = 6;
-          c.planted = planted;
-          c.server = server;
-          if (!sim::run_checked(c, {.no_drag = false, .determinism = false}).ok()) {
-            caught = true;
-            break;
-          }
+  for (const auto planted : {sim::mutation::sent_at_headers, sim::mutation::status_200,
+                             sim::mutation::cross_release, sim::mutation::drop_job}) {
+    bool caught = false;
+    for (std::uint64_t seed = 1; seed <= 200 && !caught; ++seed) {
+      for (const std::string& name : sim::scenario_names()) {
+        sim::run_config c;
+        c.seed = seed;
+        c.world = *sim::scenario_by_name(name);
+        c.world.connections = std::min(c.world.connections, 4u);
+        c.world.requests = std::min(c.world.requests, 8u);
+        c.world.max_tasks = 6;
+        c.planted = planted;
+        if (!sim::run_checked(c, {.no_drag = false, .determinism = false}).ok()) {
+          caught = true;
+          break;
         }
       }
-      EXPECT_TRUE(caught) << "mutation " << sim::to_string(planted) << " not caught on the "
-                          << sim::to_string(server);
     }
+    EXPECT_TRUE(caught) << "mutation " << sim::to_string(planted) << " not caught";
   }
 }

@@ -626,6 +626,14 @@ class app_world final : public link_observer, public executor {
                               " started but never finished within the liveness budget");
         break;
       }
+      // A task still held by its scope once the network had healed and the budget ran out:
+      // its response never finished (a write that never completed, a scope never ended).
+      if (t.spec && t.released == 0 && !t.settled && !bare_) {
+        report("I3 once", task_info{key.first, key.second, {}}.describe() +
+                              " never ran within the liveness budget: still waiting for its "
+                              "response to end");
+        break;
+      }
     }
     const metrics_snapshot m = rt_.metrics();
     for (task_state s : terminal_states) {

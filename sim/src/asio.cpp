@@ -148,6 +148,22 @@ class sim_link {
   io_actor* home(int side) const noexcept { return ends_[side].home; }
   bool open(int side) const noexcept { return ends_[side].open && !reset_; }
 
+  // The network's shutdown: destroys the pending operations without completing them, as an
+  // io_context's shutdown destroys a socket's. Their handlers may own the sessions that own
+  // this link's streams (a write blocked by a stalled client, when a run ends), and hold work
+  // on their contexts: they must go while those contexts still exist.
+  void drop_pending() noexcept {
+    std::vector<pending> dropped;
+    for (end& e : ends_) {
+      for (std::optional<pending>* op : {&e.read, &e.write}) {
+        if (*op) dropped.push_back(std::move(**op));
+        op->reset();
+      }
+    }
+    // `dropped` is destroyed here: a session it owned closes its stream, which finds nothing
+    // pending any more.
+  }
+
   void start_read(int s, std::vector<net::mutable_buffer> bufs, io_handler h) {
     end& e = ends_[s];
     if (!e.open) return post_completion(e.home, std::move(h), net::error::bad_descriptor, 0);
@@ -473,6 +489,7 @@ void sim_network::shut_down() {
   // destroys the operation. Aborting it hands the handler to its home context, which frees it
   // when destroyed.
   if (acceptor_ != nullptr) acceptor_->close();
+  for (std::size_t i = 0; i < links_.size(); ++i) links_[i]->drop_pending();
   // Contexts first (their handlers own sessions, which own streams), newest first.
   while (!actors_.empty()) {
     std::unique_ptr<io_actor> a = std::move(actors_.back());

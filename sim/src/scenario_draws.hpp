@@ -1,7 +1,6 @@
 // sim/src/scenario_draws.hpp - not API. What a built-in scenario's handler draws for one
-// request, shared by the two servers that play scenarios (the imitation in simulation.cpp and
-// the Beast server on the real adapter in scenario_server.cpp), so both draw the same choices
-// in the same order from the same stream.
+// request (scenario_server.cpp): every choice drawn up front, in one order, from the
+// connection's own stream, so a run with and without deferred work (I7) draws the same.
 #pragma once
 
 #include <crosstown/sim/journal.hpp>

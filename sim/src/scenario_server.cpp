@@ -367,7 +367,7 @@ scenario_app make_scenario_app(const run_config& config) {
   a.drop_every = config.planted == mutation::drop_job ? 13U : 0U;
   a.fault_run_rate = s.fault_run_rate;
   a.fault_hit_rate = s.fault_hit_rate;
-  a.replay_prefix = "crosstown-sim --scenario " + s.name + " --server adapter --seed ";
+  a.replay_prefix = "crosstown-sim --scenario " + s.name + " --seed ";
   app.counts = std::make_shared<scenario_counts>();
   app.server = [config, counts = app.counts](app_env& env) -> std::shared_ptr<void> {
     *counts = {};

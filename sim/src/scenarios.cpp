@@ -24,21 +24,6 @@ std::optional<mutation> parse_mutation(std::string_view text) noexcept {
   return std::nullopt;
 }
 
-std::string_view to_string(server_kind k) noexcept {
-  switch (k) {
-    case server_kind::imitation: return "imitation";
-    case server_kind::adapter: return "adapter";
-  }
-  return "?";
-}
-
-std::optional<server_kind> parse_server_kind(std::string_view text) noexcept {
-  for (auto k : {server_kind::imitation, server_kind::adapter}) {
-    if (text == to_string(k)) return k;
-  }
-  return std::nullopt;
-}
-
 std::vector<std::string> scenario_names() {
   return {"phone-calls", "slow-readers", "resets", "keep-alive"};
 }

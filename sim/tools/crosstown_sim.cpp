@@ -33,12 +33,11 @@ constexpr const char* usage = R"(usage: crosstown-sim [options]
 
 Runs seeded simulations of a server that defers work with crosstown - virtual time, a
 byte-level network with resets and stalls, a controlled scheduler - and checks invariants
-I1-I8 on every run. Run i uses seed (--seed + i).
+I1-I8 on every run. Run i uses seed (--seed + i). A scenario is a handler and a client
+script run by a Beast server on the simulated stream, writing with the real
+crosstown::beast adapter.
 
   --scenario NAME         phone-calls (default), slow-readers, resets, keep-alive
-  --server KIND           who plays the scenario: imitation (default, the built-in
-                          imitation of an adapter) or adapter (a Beast server on the
-                          simulated stream, writing with the real crosstown::beast adapter)
   --app demo              run the demo app instead: its own server, handler and the real
                           Beast adapter on the simulated stream (--seed, --runs,
                           --connections, --strategy, --reset-rate, --stall-rate,
@@ -88,7 +87,6 @@ struct options {
   bool no_drag = true;
   std::string trace_file, text_trace_file, schedule_file, save_schedule_file;
   mutation planted = mutation::none;
-  server_kind server = server_kind::imitation;
   bool quiet = false;
   bool help = false;
   std::vector<std::string> replay_args;  // the arguments that shape a run, for the replay line
@@ -150,12 +148,6 @@ options parse(int argc, char** argv) {
         throw bad_argument{"--scenario: unknown scenario '" + o.scenario_name +
                            "' (phone-calls, slow-readers, resets, keep-alive)"};
       }
-    } else if (arg == "--server") {
-      const std::string v = next();
-      const auto k = parse_server_kind(v);
-      if (!k) throw bad_argument{"--server: unknown server '" + v + "' (imitation, adapter)"};
-      o.server = *k;
-      keep(v);
     } else if (arg == "--app") {
       o.app = next();
       if (o.app != "demo") throw bad_argument{"--app: unknown app '" + o.app + "' (demo)"};
@@ -395,15 +387,13 @@ int main(int argc, char** argv) {
   cfg.strategy = opt.strategy;
   cfg.strategy.pct_steps = std::uint64_t{w.requests} * (w.max_tasks * 3 + 40);
   cfg.planted = opt.planted;
-  cfg.server = opt.server;
 
   const bool tty = isatty(STDERR_FILENO) != 0;
   const bool progress = !opt.quiet && (tty || opt.runs > 1000);
   const std::uint64_t step = std::max<std::uint64_t>(1, opt.runs / (tty ? 100 : 10));
 
-  std::cout << "crosstown-sim: scenario " << w.name << " (" << to_string(cfg.server)
-            << "), strategy " << to_string(cfg.strategy.kind) << ", seeds " << opt.seed << ".."
-            << opt.seed + opt.runs - 1 << "\n";
+  std::cout << "crosstown-sim: scenario " << w.name << ", strategy " << to_string(cfg.strategy.kind)
+            << ", seeds " << opt.seed << ".." << opt.seed + opt.runs - 1 << "\n";
 
   crosstown::metrics_snapshot total{};
   std::uint64_t requests = 0, determinism_checks = 0;

@@ -76,6 +76,7 @@ struct exchange_result {
   error_code server_write_ec;
   crosstown::delivery delivery = crosstown::delivery::pending;
   std::int64_t sent_at_ns = -1;
+  std::int64_t read_at_ns = -1;  // the client had read the whole response
 };
 
 exchange_result exchange(world& w, link_options link, link_faults faults, std::size_t body_size) {
@@ -110,6 +111,7 @@ exchange_result exchange(world& w, link_options link, link_faults faults, std::s
     ASSERT_FALSE(ec) << ec.message();
     http::async_read(client, client_buf, cres, [&](error_code rec, std::size_t) {
       out.client_ec = rec;
+      out.read_at_ns = w.time.now_ns();
       if (!rec) {
         out.status_read = cres.result_int();
         out.body_read = cres.body();
@@ -279,6 +281,19 @@ TEST(SimAsio, TimerOnAnExecutorThatIsNotSimulatedIsRefusedByName) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("not an io_actor"), std::string::npos);
   }
+}
+
+TEST(SimAsio, AWriteCompletesWhenTheLastByteIsAcceptedNotWhenTheClientReadsIt) {
+  world w;
+  link_options link;
+  link.latency = 1ms;   // the client reads the response a millisecond after it was accepted
+  link.window = 10000;  // room for all of it: the write never waits for the reader
+  const exchange_result r = exchange(w, link, {}, 100);
+  EXPECT_EQ(r.delivery, crosstown::delivery::delivered);
+  ASSERT_TRUE(r.status_read.has_value()) << r.client_ec.message();
+  ASSERT_GT(r.sent_at_ns, 0);
+  EXPECT_GE(r.read_at_ns - r.sent_at_ns, std::chrono::nanoseconds(1ms).count())
+      << "the completion (and response_sent) must not wait for the client";
 }
 
 }  // namespace

@@ -14,7 +14,7 @@
 // an io_actor of its own (one io_context per connection). Both ends are `sim_stream`s:
 // AsyncReadStream and AsyncWriteStream, so Beast's `http::async_read` / `http::async_write`
 // and `crosstown::beast::async_write_response` run over them unchanged. Each direction of a
-// link carries the actual bytes, as the byte-level transport (transport.hpp) carries counts:
+// link carries the actual bytes, shaped by `link_options` (transport.hpp):
 //   - a write accepts 1..max_chunk bytes (drawn from the writing end's generator), at most the
 //     free window (bytes accepted and not yet read by the peer) - a full window blocks the
 //     write until the peer reads: backpressure; accepting takes bytes * ns_per_byte;

@@ -1,26 +1,30 @@
-// crosstown/sim/simulation.hpp - seeded runs of a simulated server, checked by the oracle.
+// crosstown/sim/simulation.hpp - seeded runs of the built-in scenarios, checked by the oracle.
 //
-// `run_once(config)` builds one world from `config.seed`: a `crosstown::runtime` used only as
-// the accounting owner (its pool never receives work), a virtual clock, a scheduler with the
-// chosen strategy, simulated connections, a `sim_executor`, and a simulated server that
-// drives the real core - `connection_scope`, `response_scope`, the lifecycle calls - exactly
-// as an adapter does:
+// `run_once(config)` plays one world drawn from `config.seed` on the one simulated server
+// there is: a small Beast application (an accept loop, keep-alive sessions reading with the
+// real `http::async_read`, an idle timeout on `sim_timer`) writing every response with the
+// real `crosstown::beast::async_write_response`, over `sim_stream` - exactly as an
+// application runs under `run_app` (app_test.hpp), which runs it. The scenario is that
+// application's handler and client:
 //
-//   request arrives -> response_scope -> handler steps defer tasks (random options: executor
-//   or same_thread, no-go sets, always, names that replace/cancel, phases, require_delivery,
-//   tasks that throw) -> status_known -> headers written -> headers_sent -> body written ->
-//   response_sent (last byte accepted) or delivery_failed (reset) -> end -> next request on
-//   the keep-alive connection ... -> connection closed.
+//   the client sends its connection's share of requests (gaps drawn, or pipelined) ->
+//   the handler defers tasks in two steps (random options: pool or same_thread, no-go sets,
+//   always, names that replace/cancel, phases, require_delivery, tasks that throw), thinks
+//   on the I/O thread, may cancel a name, reports a status (perhaps first another one) ->
+//   the adapter writes the response and reports headers_sent / response_sent when the
+//   transport accepted the last byte, or delivery_failed -> the next request on the
+//   keep-alive connection ... -> idle timeout, half-close or reset -> connection closed.
 //
-// A run has a faulty phase (resets, stalls, injected core faults drawn from the seed), then a
-// liveness phase: the network heals, faults stop, and every allowed task must run within
-// `liveness_budget` of virtual time. The oracle checks I1-I6 throughout; `run_checked` adds
-// I7 (the same seed without deferred work must complete every response at the same virtual
-// time) and, when asked, I8 (the same seed twice gives the same journal).
+// The oracle judges from the wire (the bytes the stream accepted and what the adapter told
+// the core), not from what the scenario meant to do. A run has a faulty phase (resets at any
+// byte, stalls, injected core faults drawn from the seed), then a liveness phase: the network
+// heals, faults stop, and every allowed task must run within `liveness_budget` of virtual
+// time. `run_checked` adds I7 (the same seed without deferred work completes every response
+// at the same virtual time) and, when asked, I8 (the same seed twice gives the same journal).
 //
-// Mutations are planted bugs in the simulated adapter, for proving the oracle catches them.
-// Everything runs on the calling thread; runs are independent, so different threads may run
-// different seeds.
+// Mutations are planted bugs in the scenario's server (its session and its simulated
+// workers), for proving the oracle catches them. Everything runs on the calling thread and
+// starts no thread; runs are independent, so different threads may run different seeds.
 #pragma once
 
 #include <crosstown/sim/oracle.hpp>
@@ -38,13 +42,13 @@
 
 namespace crosstown::sim {
 
-/// Planted bugs in the simulated adapter/executor (test-only).
+/// Planted bugs in the scenario's server and its simulated workers (test-only).
 enum class mutation : std::uint8_t {
   none,
-  sent_at_headers,  ///< reports response_sent when the headers are accepted (breaks I1)
-  status_200,       ///< reports status 200 whatever the handler chose (breaks I2)
-  cross_release,    ///< completing A also reports response_sent on another response B (I5)
-  drop_job,         ///< the executor drops every 13th job (breaks I3)
+  sent_at_headers,  ///< the session reports response_sent once the header is written (I1)
+  status_200,       ///< the session tells the scope 200 whatever the handler chose (I2)
+  cross_release,    ///< completing A's write also reports response_sent on B (I5)
+  drop_job,         ///< the simulated workers drop every 13th job (I3)
 };
 
 std::string_view to_string(mutation m) noexcept;
@@ -90,21 +94,8 @@ struct scenario {
 std::optional<scenario> scenario_by_name(std::string_view name);
 std::vector<std::string> scenario_names();
 
-/// Which server plays the scenario.
-enum class server_kind : std::uint8_t {
-  /// The built-in imitation of an adapter over the byte-count transport (transport.hpp).
-  imitation,
-  /// A Beast server over `sim_stream` (asio.hpp) writing with the real `crosstown::beast`
-  /// adapter, run by `run_app` (app_test.hpp) and judged from the wire.
-  adapter,
-};
-
-std::string_view to_string(server_kind k) noexcept;
-std::optional<server_kind> parse_server_kind(std::string_view text) noexcept;
-
 struct run_config {
   std::uint64_t seed = 1;
-  server_kind server = server_kind::imitation;
   scenario world{};
   strategy_options strategy{};
   mutation planted = mutation::none;
