@@ -35,9 +35,11 @@
 // wait is a timer of the run's `virtual_time`, so when nothing is runnable the scheduler
 // auto-advances to it. Its completion goes to the io_actor of the executor it was made with.
 //
-// Completions are posted to the handler's associated executor (default: the end's io_context)
-// and never run inside the initiating call. Per-operation cancellation slots are not
-// supported; `cancel()` and `close()` abort pending operations with `operation_aborted`.
+// Completions are posted to the end's io_context and never run inside the initiating call.
+// A handler's associated executor is not used: one thread runs everything, so a strand has
+// nothing to serialize, but a handler bound to one (`bind_executor(strand, h)`) runs outside
+// it - `strand.running_in_this_thread()` is false there. Per-operation cancellation slots are
+// not supported; `cancel()` and `close()` abort pending operations with `operation_aborted`.
 // Nothing here reads the real clock or starts a thread. Not thread-safe: one run, one thread.
 #pragma once
 
